@@ -1,0 +1,77 @@
+"""asyncpg pools bound to a service's own schema."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    schema: str,
+    application_name: str,
+    min_size: int = 2,
+    max_size: int = 20,
+    connect_attempts: int = 30,
+) -> asyncpg.Pool:
+    """Open a pool whose connections see only `schema`, retrying while Postgres starts."""
+    server_settings = {"search_path": schema, "application_name": application_name}
+    delay = 0.2
+    for attempt in range(1, connect_attempts + 1):
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                server_settings=server_settings,
+                init=_init_connection,
+                # Connections that broke (e.g. Postgres restarted) are replaced on next use.
+                max_inactive_connection_lifetime=60.0,
+                command_timeout=30.0,
+            )
+            return pool
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
+            if attempt == connect_attempts:
+                raise RuntimeError(
+                    f"could not connect to Postgres for {application_name} after "
+                    f"{attempt} attempts: {exc}; check that the server named by the "
+                    "DATABASE_URL is running"
+                ) from exc
+            log.warning(
+                "postgres not reachable, retrying",
+                extra={"attempt": attempt, "error": str(exc)},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+async def connect(dsn: str, *, schema: str, application_name: str) -> asyncpg.Connection:
+    """One dedicated connection (LISTEN, advisory locks), bound to `schema`."""
+    conn: asyncpg.Connection = await asyncpg.connect(
+        dsn,
+        server_settings={"search_path": schema, "application_name": application_name},
+    )
+    await _init_connection(conn)
+    return conn
+
+
+def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    return dict(record) if record is not None else None

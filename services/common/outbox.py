@@ -1,0 +1,162 @@
+"""Transactional outbox: write events with the domain change, relay them to JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+from google.protobuf.message import Message
+
+from services.common import telemetry
+from services.common.bus import Bus
+from services.common.db import connect
+from services.common.events import SUBJECTS, envelope_headers
+
+log = logging.getLogger(__name__)
+
+
+async def add_event(
+    conn: asyncpg.Connection,
+    *,
+    source: str,
+    subject: str,
+    aggregate_id: str,
+    message: Message,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Insert an event into the outbox inside the caller's transaction."""
+    expected = SUBJECTS.get(subject)
+    if expected is None or not isinstance(message, expected):
+        raise TypeError(f"{subject} carries {expected}, not {type(message).__name__}")
+    event_id = event_id or uuid.uuid4()
+    headers = envelope_headers(subject, event_id, source)
+    telemetry.inject(headers)  # the trace continues in whoever consumes this event
+    await conn.execute(
+        "INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        event_id, subject, aggregate_id, message.SerializeToString(), headers,
+    )
+    return event_id
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows in order per aggregate, with awaited JetStream acks.
+
+    One relay per service is active at a time (a session advisory lock), so that the
+    order per aggregate holds with several replicas; the others wait as standbys.
+    Woken by LISTEN/NOTIFY, with a slow poll as a safety net.
+    """
+
+    def __init__(
+        self, dsn: str, bus: Bus, *, schema: str, batch_size: int = 500, poll_s: float = 1.0
+    ) -> None:
+        self.dsn, self.bus, self.schema = dsn, bus, schema
+        self.batch_size, self.poll_s = batch_size, poll_s
+        self._wake = asyncio.Event()
+        self.published_total = 0
+        self.backlog = 0
+        self.is_leader = False
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        """Run until cancelled, reconnecting to Postgres and NATS as needed."""
+        backoff = 0.2
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost DB connection must not end the relay
+                self.is_leader = False
+                self.last_error = str(exc)
+                log.warning("outbox relay restarting", extra={"error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.2
+
+    async def _run_once(self) -> None:
+        conn = await connect(self.dsn, schema=self.schema, application_name=f"{self.schema}-relay")
+        try:
+            # Standby replicas poll for the lock; only the leader publishes.
+            while not await conn.fetchval(  # noqa: ASYNC110
+                "SELECT pg_try_advisory_lock(hashtext($1))", f"outbox:{self.schema}"
+            ):
+                await asyncio.sleep(self.poll_s)
+            self.is_leader = True
+            await conn.add_listener(f"outbox_{self.schema}", self._on_notify)
+            while True:
+                published = await self.drain(conn)
+                self.last_error = None
+                if published == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                    self._wake.clear()
+        finally:
+            self.is_leader = False
+            await conn.close(timeout=2)
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def drain(self, conn: asyncpg.Connection) -> int:
+        """Publish pending rows batch by batch until none is left; returns how many went."""
+        total = 0
+        while True:
+            rows = await conn.fetch(
+                "SELECT seq, event_id, subject, aggregate_id, payload, headers FROM outbox "
+                "WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+                self.batch_size,
+            )
+            self.backlog = len(rows)
+            if not rows:
+                return total
+            sent = await self._publish(rows)
+            if sent:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", sent
+                )
+            total += len(sent)
+            self.published_total += len(sent)
+            if len(sent) < len(rows):
+                raise ConnectionError(f"published {len(sent)} of {len(rows)} outbox rows")
+
+    async def _publish(self, rows: list[asyncpg.Record]) -> list[int]:
+        """Aggregates go out side by side; within one, strictly in sequence."""
+        chains: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for row in rows:
+            chains[row["aggregate_id"]].append(row)
+        sent: list[int] = []
+
+        async def chain(items: list[asyncpg.Record]) -> None:
+            for row in items:
+                await self.bus.publish(row["subject"], bytes(row["payload"]), row["headers"])
+                sent.append(row["seq"])
+
+        results = await asyncio.gather(*(chain(c) for c in chains.values()), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            log.warning("outbox publish failed", extra={"error": str(errors[0])})
+        return sent
+
+
+async def purge_published(conn: asyncpg.Connection, *, older_than_hours: float = 24.0) -> int:
+    """Delete rows published long ago; kept that long so a broker loss can be republished."""
+    result = await conn.execute(
+        "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+        older_than_hours * 3600,
+    )
+    return int(result.split()[-1])
+
+
+async def republish_since(conn: asyncpg.Connection, since: Any) -> int:
+    """Mark rows published since `since` as pending again (after a broker lost data)."""
+    result = await conn.execute(
+        "UPDATE outbox SET published_at = NULL WHERE published_at >= $1", since
+    )
+    return int(result.split()[-1])

@@ -1,0 +1,164 @@
+"""The composition root every service shares: infrastructure, servers, background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI
+from grpc import aio
+
+from services.common import db, metrics, telemetry
+from services.common.bus import Bus
+from services.common.inbox import Consumer
+from services.common.migrations import migrate
+from services.common.outbox import OutboxRelay, purge_published
+from services.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Infra:
+    """What a running service holds: its pool, the bus, the relay and its consumers."""
+
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    bus: Bus
+    relay: OutboxRelay
+    consumers: list[Consumer] = field(default_factory=list)
+
+    async def readiness(self) -> dict[str, Any]:
+        """Postgres, NATS, the relay and each consumer with its lag and dead letters."""
+        detail: dict[str, Any] = {}
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                dead = await conn.fetchval(
+                    "SELECT count(*) FROM dead_letter WHERE retried_at IS NULL"
+                )
+            detail["postgres"] = {"ok": True}
+        except Exception as exc:
+            dead = None
+            detail["postgres"] = {"ok": False, "error": str(exc)}
+        detail["nats"] = {"ok": self.bus.connected}
+        detail["outbox"] = {
+            "ok": self.relay.last_error is None,
+            "leader": self.relay.is_leader,
+            "backlog": self.relay.backlog,
+            "published": self.relay.published_total,
+            "error": self.relay.last_error,
+        }
+        consumers = {}
+        for c in self.consumers:
+            consumers[c.name] = {
+                "lag": await c.lag(), "applied": c.applied_total,
+                "duplicates": c.duplicates_total, "last_error": c.last_error,
+            }
+        detail["consumers"] = {"ok": True, "items": consumers, "dead_letters": dead}
+        return detail
+
+
+async def start_infra(settings: ServiceSettings, service_dir: Path) -> Infra:
+    """Open the pool, migrate the schema, connect to NATS and make sure the streams exist."""
+    dsn = settings.database_url.get_secret_value()
+    pool = await db.create_pool(
+        dsn, schema=settings.schema, application_name=settings.service_name,
+        min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+    )
+    async with pool.acquire() as conn:
+        await migrate(conn, schema=settings.schema, service_dir=service_dir)
+    bus = await Bus.connect(settings.nats_url, name=settings.service_name)
+    await bus.ensure_streams()
+    relay = OutboxRelay(dsn, bus, schema=settings.schema)
+    return Infra(settings=settings, pool=pool, bus=bus, relay=relay)
+
+
+async def _observe(infra: Infra) -> None:
+    """Refresh gauges and purge long-published outbox rows."""
+    ticks = 0
+    while True:
+        metrics.OUTBOX_BACKLOG.set(infra.relay.backlog)
+        metrics.OUTBOX_PUBLISHED.set(infra.relay.published_total)
+        for c in infra.consumers:
+            lag = await c.lag()
+            if lag is not None:
+                metrics.CONSUMER_LAG.labels(c.name).set(lag)
+            metrics.CONSUMER_APPLIED.labels(c.name).set(c.applied_total)
+            metrics.CONSUMER_DEAD.labels(c.name).set(c.dead_lettered_total)
+        if ticks % 720 == 0:
+            with contextlib.suppress(Exception):
+                async with infra.pool.acquire() as conn:
+                    await purge_published(conn)
+        ticks += 1
+        await asyncio.sleep(5)
+
+
+async def serve(
+    infra: Infra,
+    app: FastAPI,
+    *,
+    grpc_server: aio.Server | None = None,
+    grpc_port: int | None = None,
+    tasks: list[Coroutine[Any, Any, None]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run HTTP, gRPC and the background loops until SIGTERM/SIGINT (or `stop`), then stop."""
+    settings = infra.settings
+    if grpc_server is not None:
+        grpc_server.add_insecure_port(f"{settings.http_host}:{grpc_port}")
+        await grpc_server.start()
+    config = uvicorn.Config(
+        app, host=settings.http_host, port=settings.http_port, log_config=None,
+        access_log=False, loop="none", lifespan="on", timeout_graceful_shutdown=5,
+        backlog=2048,
+    )
+    http = uvicorn.Server(config)
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    if stop is None:  # run as a process: signals stop it; in tests the caller does
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    background = [asyncio.create_task(infra.relay.run(), name="outbox-relay")]
+    background += [asyncio.create_task(c.run(), name=c.name) for c in infra.consumers]
+    background += [asyncio.create_task(t) for t in tasks or []]
+    background.append(asyncio.create_task(_observe(infra), name="observe"))
+    server_task = asyncio.create_task(http.serve(), name="http")
+    log.info(
+        "service started",
+        extra={"http_port": settings.http_port, "grpc_port": grpc_port},
+    )
+    await asyncio.wait([server_task, asyncio.create_task(stop.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
+    log.info("service stopping")
+    http.should_exit = True
+    if grpc_server is not None:
+        await grpc_server.stop(grace=5)
+    with contextlib.suppress(asyncio.CancelledError):
+        await server_task
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await infra.bus.close()
+    await infra.pool.close()
+    log.info("service stopped")
+
+
+def run_main(main: Coroutine[Any, Any, None], settings: ServiceSettings) -> None:
+    """Logging, tracing and uvloop, then the service's async main."""
+    telemetry.setup_logging(settings.service_name, settings.log_level)
+    telemetry.setup_tracing(settings.service_name)
+    try:
+        import uvloop
+
+        uvloop.run(main)
+    except ImportError:
+        asyncio.run(main)

@@ -1,0 +1,54 @@
+"""Settings shared by every service; each service subclasses with its env prefix."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_ONLY_SECRET = "local-dev-only-secret"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads at start-up. Subclasses set `env_prefix` (ORDERS_, ...)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "service"
+
+    database_url: SecretStr = Field(
+        description="postgresql:// URL of this service's own login role; its schema is its name",
+    )
+    nats_url: str = "nats://127.0.0.1:4222"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    # Shared secret from which each service's identity token for gRPC is derived.
+    internal_auth_secret: SecretStr = SecretStr(LOCAL_ONLY_SECRET)
+    environment: str = Field(default="local", pattern="^(local|test|production)$")
+    # Bound on concurrent HTTP requests; beyond it the service answers 503 + Retry-After.
+    max_in_flight: int = Field(default=512, ge=1)
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=20, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("internal_auth_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("internal_auth_secret must be at least 16 characters")
+        return value
+
+    def model_post_init(self, _context: object) -> None:
+        if (
+            self.environment == "production"
+            and self.internal_auth_secret.get_secret_value() == LOCAL_ONLY_SECRET
+        ):
+            raise ValueError(
+                "internal_auth_secret is the local default; set a real secret in production"
+            )
+
+    @property
+    def schema(self) -> str:
+        """The Postgres schema this service owns (its own name)."""
+        return self.service_name

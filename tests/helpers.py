@@ -1,0 +1,47 @@
+"""Small helpers shared by integration and e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+
+T = TypeVar("T")
+
+
+async def reset_streams(nats_url: str) -> None:
+    """Delete every JetStream stream (and so its consumers): each test starts from none."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    until: Callable[[T], bool] = bool,
+    timeout_s: float = 15.0,
+    what: str = "condition",
+) -> T:
+    """Poll `probe` until `until(result)`; fail with the last value seen (bounded wait)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = await probe()
+        if until(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s}s; last value: {value!r}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,1 @@
+"""Pure membership rules: tiers, points and registration checks; no I/O."""

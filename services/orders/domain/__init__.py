@@ -1,0 +1,1 @@
+"""Pure order rules: pricing and the order state machine; no I/O."""

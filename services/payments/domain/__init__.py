@@ -1,0 +1,1 @@
+"""Pure payment rules: the payment state machine; no I/O."""

@@ -1,0 +1,227 @@
+"""The delivery guarantees every service relies on, against real Postgres and JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from marketplace.events.v1 import events_pb2
+
+from services.common import db
+from services.common.bus import Bus
+from services.common.events import Event, envelope_headers
+from services.common.inbox import Consumer
+from services.common.migrations import migrate
+from services.common.outbox import OutboxRelay, add_event
+from tests.helpers import eventually, reset_streams
+from tests.infra import FreshDb
+
+SCHEMA = "orders"  # any service schema will do; the tests use the orders role
+
+
+@pytest.fixture
+async def database(fresh_db) -> FreshDb:
+    return await fresh_db()
+
+
+@pytest.fixture
+async def orders_pool(database: FreshDb, tmp_path: Path) -> AsyncIterator[asyncpg.Pool]:
+    dsn = database.dsn(SCHEMA)
+    pool = await db.create_pool(dsn, schema=SCHEMA, application_name="test", max_size=5)
+    async with pool.acquire() as conn:
+        await migrate(conn, schema=SCHEMA, service_dir=tmp_path)  # only the shared tables
+        await conn.execute("CREATE TABLE effects (event_id uuid, order_id text)")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    await reset_streams(nats_url)
+    b = await Bus.connect(nats_url, name="test")
+    await b.ensure_streams()
+    yield b
+    await b.close()
+
+
+@contextlib.asynccontextmanager
+async def running(coro) -> AsyncIterator[asyncio.Task]:
+    task = asyncio.create_task(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def place(pool: asyncpg.Pool, order_id: str, *, commit: bool = True) -> uuid.UUID:
+    msg = events_pb2.OrderCancelled(order_id=order_id, reason="test")
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        event_id = await add_event(
+            conn, source="orders", subject="orders.order.cancelled",
+            aggregate_id=order_id, message=msg,
+        )
+        await (tx.commit() if commit else tx.rollback())
+    return event_id
+
+
+async def stream_messages(bus: Bus, count: int) -> list:
+    sub = await bus.js.pull_subscribe("orders.>", stream="ORDERS")
+    got: list = []
+    while len(got) < count:
+        got += await sub.fetch(count - len(got), timeout=5)
+    await sub.unsubscribe()
+    return got
+
+
+async def test_committed_event_is_published_once_with_its_envelope(orders_pool, bus, database):
+    relay = OutboxRelay(database.dsn(SCHEMA), bus, schema=SCHEMA, poll_s=0.2)
+    async with running(relay.run()):
+        event_id = await place(orders_pool, "o-1")
+        await place(orders_pool, "o-rolled-back", commit=False)
+        await eventually(lambda: _pending(orders_pool), until=lambda n: n == 0, what="drain")
+        [msg] = await stream_messages(bus, 1)
+    assert msg.headers["Nats-Msg-Id"] == str(event_id)
+    assert msg.headers["ce-type"] == "marketplace.orders.order.cancelled.v1"
+    decoded = events_pb2.OrderCancelled.FromString(msg.data)
+    assert decoded.order_id == "o-1"
+    info = await bus.js.stream_info("ORDERS")
+    assert info.state.messages == 1, "the rolled-back event must never be published"
+
+
+async def _pending(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+
+
+async def test_events_of_one_aggregate_keep_their_order(orders_pool, bus, database):
+    for i in range(30):
+        await place(orders_pool, f"agg-{i % 3}")
+    relay = OutboxRelay(database.dsn(SCHEMA), bus, schema=SCHEMA, batch_size=7)
+    async with running(relay.run()):
+        await eventually(lambda: _pending(orders_pool), until=lambda n: n == 0, what="drain")
+    msgs = await stream_messages(bus, 30)
+    seq_by_id = {
+        str(r["event_id"]): r["seq"]
+        for r in await orders_pool.fetch("SELECT event_id, seq FROM outbox")
+    }
+    for agg in ("agg-0", "agg-1", "agg-2"):
+        seqs = [
+            seq_by_id[m.headers["ce-id"]]
+            for m in msgs
+            if events_pb2.OrderCancelled.FromString(m.data).order_id == agg
+        ]
+        assert seqs == sorted(seqs) and len(seqs) == 10
+
+
+async def test_only_one_relay_publishes_at_a_time(orders_pool, bus, database):
+    first = OutboxRelay(database.dsn(SCHEMA), bus, schema=SCHEMA, poll_s=0.1)
+    second = OutboxRelay(database.dsn(SCHEMA), bus, schema=SCHEMA, poll_s=0.1)
+    async with running(first.run()), running(second.run()):
+        await eventually(lambda: _leaders(first, second), until=lambda n: n == 1, what="leader")
+        for i in range(20):
+            await place(orders_pool, f"o-{i}")
+        await eventually(lambda: _pending(orders_pool), until=lambda n: n == 0, what="drain")
+        assert [first.is_leader, second.is_leader].count(True) == 1
+    info = await bus.js.stream_info("ORDERS")
+    assert info.state.messages == 20
+
+
+async def _leaders(*relays: OutboxRelay) -> int:
+    return sum(r.is_leader for r in relays)
+
+
+async def test_relay_publishes_what_was_committed_while_nats_was_down(
+    orders_pool, database, tmp_path: Path, nats_factory
+):
+    server = await nats_factory(tmp_path / "nats")
+    bus = await Bus.connect(server.url, name="test-outage")
+    await bus.ensure_streams()
+    relay = OutboxRelay(database.dsn(SCHEMA), bus, schema=SCHEMA, poll_s=0.2)
+    async with running(relay.run()):
+        await place(orders_pool, "before")
+        await eventually(lambda: _pending(orders_pool), until=lambda n: n == 0, what="drain")
+        await server.stop()
+        ids = [await place(orders_pool, f"during-{i}") for i in range(5)]
+        assert await _pending(orders_pool) == 5
+        await server.start()
+        await eventually(
+            lambda: _pending(orders_pool), until=lambda n: n == 0, timeout_s=40, what="redrain"
+        )
+    msgs = await stream_messages(bus, 6)
+    assert {m.headers["ce-id"] for m in msgs} >= {str(i) for i in ids}
+    assert (await bus.js.stream_info("ORDERS")).state.messages == 6
+    await bus.close()
+
+
+def _handler_recording(fail_on: set[str] | None = None):
+    async def handle(conn: asyncpg.Connection, event: Event) -> None:
+        order_id = event.message().order_id
+        if fail_on and order_id in fail_on:
+            raise RuntimeError(f"poison order {order_id}")
+        await conn.execute(
+            "INSERT INTO effects (event_id, order_id) VALUES ($1, $2)", event.id, order_id
+        )
+
+    return handle
+
+
+async def publish_raw(bus: Bus, order_id: str, event_id: uuid.UUID) -> None:
+    headers = envelope_headers("orders.order.cancelled", event_id, "orders")
+    headers["Nats-Msg-Id"] = str(uuid.uuid4())  # a redelivery JetStream cannot de-duplicate
+    body = events_pb2.OrderCancelled(order_id=order_id).SerializeToString()
+    await bus.publish("orders.order.cancelled", body, headers)
+
+
+async def test_duplicate_delivery_has_one_effect(orders_pool, bus):
+    consumer = Consumer(
+        pool=orders_pool, bus=bus, name="test-dup", stream="ORDERS",
+        subjects=["orders.order.cancelled"], handler=_handler_recording(),
+    )
+    same = uuid.uuid4()
+    await publish_raw(bus, "o-1", same)
+    await publish_raw(bus, "o-1", same)
+    await publish_raw(bus, "o-2", uuid.uuid4())
+    async with running(consumer.run()):
+        await eventually(lambda: _count(orders_pool), until=lambda n: n >= 2, what="applied")
+        await eventually(
+            lambda: consumer.lag(), until=lambda lag: lag == 0, what="consumer caught up"
+        )
+    rows = await orders_pool.fetch("SELECT order_id FROM effects ORDER BY order_id")
+    assert [r["order_id"] for r in rows] == ["o-1", "o-2"]
+    assert consumer.duplicates_total == 1
+
+
+async def _count(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM effects")
+
+
+async def test_poison_event_goes_to_dead_letter_and_the_rest_keeps_flowing(orders_pool, bus):
+    consumer = Consumer(
+        pool=orders_pool, bus=bus, name="test-poison", stream="ORDERS",
+        subjects=["orders.order.cancelled"], handler=_handler_recording({"poison"}),
+        max_deliver=3, ack_wait_s=2,
+    )
+    poison_id = uuid.uuid4()
+    await publish_raw(bus, "good-1", uuid.uuid4())
+    await publish_raw(bus, "poison", poison_id)
+    await publish_raw(bus, "good-2", uuid.uuid4())
+    async with running(consumer.run()):
+        await eventually(
+            lambda: orders_pool.fetchval("SELECT count(*) FROM dead_letter"),
+            until=lambda n: n == 1, timeout_s=30, what="dead letter",
+        )
+        await eventually(lambda: _count(orders_pool), until=lambda n: n == 2, what="good ones")
+    dead = await orders_pool.fetchrow("SELECT * FROM dead_letter")
+    assert dead["event_id"] == poison_id
+    assert "poison order poison" in dead["error"]
+    assert dead["deliveries"] == 3
+    orders = {r["order_id"] for r in await orders_pool.fetch("SELECT order_id FROM effects")}
+    assert orders == {"good-1", "good-2"}

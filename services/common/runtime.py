@@ -121,7 +121,7 @@ async def serve(
         backlog=2048,
     )
     http = uvicorn.Server(config)
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign, attr-defined]
     if stop is None:  # run as a process: signals stop it; in tests the caller does
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

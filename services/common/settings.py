@@ -49,6 +49,6 @@ class ServiceSettings(BaseSettings):
             )
 
     @property
-    def schema(self) -> str:
+    def schema(self) -> str:  # type: ignore[override]  # pydantic's deprecated .schema()
         """The Postgres schema this service owns (its own name)."""
         return self.service_name

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,7 +57,11 @@ class ServiceMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+                headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                trace_id = telemetry.current_trace_id()
+                if trace_id:  # lets a client quote the trace when it reports a problem
+                    headers.append((b"x-trace-id", trace_id.encode()))
+                message["headers"] = headers
             await send(message)
 
         self.in_flight += 1
@@ -104,7 +108,7 @@ def create_app(
     """A FastAPI app with /healthz, /readyz, /metrics, problem+json and overload protection."""
     app = FastAPI(
         title=title, version=version, description=description,
-        default_response_class=ORJSONResponse, lifespan=lifespan,
+        lifespan=lifespan,
     )
     errors.install(app)
 
@@ -116,7 +120,7 @@ def create_app(
     async def readyz() -> Response:
         detail = await readiness()
         ok = all(v.get("ok", False) for v in detail.values() if isinstance(v, dict))
-        return ORJSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
+        return JSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

@@ -1,0 +1,11 @@
+"""`python -m services.membership`: members, tokens, tiers and points."""
+
+from __future__ import annotations
+
+from services.common import runtime
+from services.membership.bootstrap import main
+from services.membership.settings import MembershipSettings
+
+if __name__ == "__main__":
+    settings = MembershipSettings()  # type: ignore[call-arg]  # fields come from the env
+    runtime.run_main(main(settings), settings)

@@ -1,0 +1,50 @@
+"""What the routes need, handed in by the composition root through `app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Header, Request
+
+from services.common import auth
+from services.membership.keys import LocalVerifier
+from services.membership.passwords import Passwords
+from services.membership.ratelimit import SlidingWindow
+from services.membership.sessions import TokenIssuer
+
+
+@dataclass(frozen=True)
+class Context:
+    pool: asyncpg.Pool
+    passwords: Passwords
+    issuer: TokenIssuer
+    verifier: LocalVerifier
+    logins_per_email: SlidingWindow
+    logins_per_client: SlidingWindow
+
+
+def get_context(request: Request) -> Context:
+    context: Context = request.app.state.membership
+    return context
+
+
+Ctx = Annotated[Context, Depends(get_context)]
+
+
+async def current_member(
+    ctx: Ctx, authorization: Annotated[str | None, Header()] = None
+) -> auth.Member:
+    return await ctx.verifier.member(authorization)
+
+
+CurrentMember = Annotated[auth.Member, Depends(current_member)]
+
+
+def client_address(request: Request) -> str:
+    # The peer address; behind a proxy this is the proxy (trusted forwarding is not set up).
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(client_address)]

@@ -1,0 +1,88 @@
+"""Composition root: infrastructure, the REST app, the gRPC server and the order consumer."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from grpc import aio
+from marketplace.membership.v1 import membership_pb2_grpc as pb_grpc
+
+from services.common import grpcutil, inbox, runtime, web
+from services.common.runtime import Infra
+from services.membership import handlers, rpc
+from services.membership.api import router
+from services.membership.api.deps import Context
+from services.membership.keys import KeyRing, LocalVerifier
+from services.membership.passwords import Passwords
+from services.membership.ratelimit import SlidingWindow
+from services.membership.sessions import TokenIssuer
+from services.membership.settings import MembershipSettings
+
+
+@dataclass
+class Service:
+    infra: Infra
+    app: FastAPI
+    grpc_server: aio.Server
+    grpc_port: int
+    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
+
+
+def build_context(settings: MembershipSettings, infra: Infra) -> Context:
+    ring = KeyRing.from_files(
+        settings.jwt_private_key_file,
+        settings.jwt_previous_key_files,
+        settings.jwt_retired_key_files,
+    )
+    return Context(
+        pool=infra.pool,
+        passwords=Passwords(concurrency=settings.password_hash_concurrency),
+        issuer=TokenIssuer(
+            ring=ring,
+            access_ttl=timedelta(seconds=settings.access_token_ttl_s),
+            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
+        ),
+        verifier=LocalVerifier(ring),
+        logins_per_email=SlidingWindow(
+            limit=settings.login_attempts_per_email, window_s=settings.login_window_s
+        ),
+        logins_per_client=SlidingWindow(
+            limit=settings.login_attempts_per_client, window_s=settings.login_window_s
+        ),
+    )
+
+
+async def start(settings: MembershipSettings) -> Service:
+    infra = await runtime.start_infra(settings, Path(__file__).parent)
+    context = build_context(settings, infra)
+    app = web.create_app(
+        title="Membership",
+        description="Members, tokens, tiers and points.",
+        readiness=infra.readiness,
+        max_in_flight=settings.max_in_flight,
+    )
+    app.state.membership = context
+    app.include_router(router)
+    server = grpcutil.server(settings.internal_auth_secret.get_secret_value(),
+                             rpc.ALLOWED_CALLERS)
+    pb_grpc.add_MembershipServiceServicer_to_server(rpc.MembershipServicer(infra.pool), server)
+    infra.consumers.append(
+        inbox.Consumer(
+            pool=infra.pool, bus=infra.bus, name=handlers.CONSUMER, stream=handlers.STREAM,
+            subjects=handlers.SUBJECTS, handler=handlers.handle,
+        )
+    )
+    return Service(infra=infra, app=app, grpc_server=server, grpc_port=settings.grpc_port)
+
+
+async def main(settings: MembershipSettings) -> None:
+    service = await start(settings)
+    await runtime.serve(
+        service.infra, service.app, grpc_server=service.grpc_server,
+        grpc_port=service.grpc_port, tasks=service.tasks,
+    )

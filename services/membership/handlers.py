@@ -1,0 +1,51 @@
+"""What membership does when an order event arrives (called inside the inbox transaction)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+
+import asyncpg
+from marketplace.events.v1 import events_pb2 as ev
+
+from services.common.events import Event
+from services.membership import loyalty
+
+CONSUMER = "membership-orders"
+STREAM = "ORDERS"
+SUBJECTS = ("orders.order.confirmed", "orders.order.refunded")
+
+
+async def handle(conn: asyncpg.Connection, event: Event) -> None:
+    message = event.message()
+    if isinstance(message, ev.OrderConfirmed):
+        await on_order_confirmed(conn, message, event)
+    elif isinstance(message, ev.OrderRefunded):
+        await on_order_refunded(conn, message)
+    else:
+        raise ValueError(f"membership does not handle {event.subject}")
+
+
+async def on_order_confirmed(
+    conn: asyncpg.Connection, message: ev.OrderConfirmed, event: Event
+) -> None:
+    confirmed_at = (
+        message.confirmed_at.ToDatetime(tzinfo=UTC)
+        if message.HasField("confirmed_at") else event.time
+    )
+    await loyalty.order_confirmed(
+        conn,
+        order_id=uuid.UUID(message.order_id),
+        member_id=uuid.UUID(message.member_id),
+        total=message.total.amount,
+        confirmed_at=confirmed_at,
+    )
+
+
+async def on_order_refunded(conn: asyncpg.Connection, message: ev.OrderRefunded) -> None:
+    await loyalty.order_refunded(
+        conn,
+        order_id=uuid.UUID(message.order_id),
+        member_id=uuid.UUID(message.member_id),
+        refunded=message.refunded.amount,
+    )

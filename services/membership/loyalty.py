@@ -1,0 +1,144 @@
+"""Spend, tiers and earned points as orders are confirmed and refunded.
+
+Points for an order are earned at the tier the member held BEFORE that order: the
+order that lifts a member into GOLD earns at SILVER's rate. The rate a customer saw
+while paying is the rate they get, and a refund reverses exactly what was credited.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
+from marketplace.events.v1 import events_pb2 as ev
+
+from services.common import outbox
+from services.membership.domain import points as points_rules
+from services.membership.domain.tiers import Tier, tier_for_spend
+from services.membership.store import members
+from services.membership.store import points as store
+from services.membership.store.members import MemberRow
+
+SOURCE = "membership"
+
+
+class NotYetApplicable(Exception):
+    """The event refers to something not known here (yet); the inbox retries it later."""
+
+
+async def publish_points_changed(
+    conn: asyncpg.Connection, *, member_id: uuid.UUID, delta: int, balance: int, reason: str,
+    order_id: uuid.UUID,
+) -> None:
+    await outbox.add_event(
+        conn, source=SOURCE, subject="membership.points.changed", aggregate_id=str(member_id),
+        message=ev.PointsChanged(member_id=str(member_id), delta=delta, balance=balance,
+                                 reason=reason, order_id=str(order_id)),
+    )
+
+
+async def _set_spend(conn: asyncpg.Connection, member: MemberRow, spend: int) -> None:
+    """Store the new lifetime spend and the tier it earns; announce a tier change."""
+    new_tier = tier_for_spend(spend).value
+    await members.set_spend_and_tier(conn, member.id, lifetime_spend=spend, tier=new_tier)
+    if new_tier != member.tier:
+        changed_at = Timestamp()
+        changed_at.FromDatetime(datetime.now(UTC))
+        await outbox.add_event(
+            conn, source=SOURCE, subject="membership.tier.changed",
+            aggregate_id=str(member.id),
+            message=ev.TierChanged(member_id=str(member.id), old_tier=member.tier,
+                                   new_tier=new_tier, changed_at=changed_at),
+        )
+
+
+async def _lock_member(conn: asyncpg.Connection, member_id: uuid.UUID) -> MemberRow:
+    member = await members.by_id(conn, member_id, for_update=True)
+    if member is None:
+        raise NotYetApplicable(f"member {member_id} is not known to membership")
+    return member
+
+
+async def order_confirmed(
+    conn: asyncpg.Connection, *, order_id: uuid.UUID, member_id: uuid.UUID, total: int,
+    confirmed_at: datetime,
+) -> None:
+    """Add the order to lifetime spend and credit its points; once per order."""
+    member = await _lock_member(conn, member_id)
+    earned = points_rules.points_earned(total, Tier(member.tier))
+    if not await store.insert_order(
+        conn, order_id=order_id, member_id=member_id, total=total,
+        tier_at_order=member.tier, points_earned=earned, confirmed_at=confirmed_at,
+    ):
+        return  # confirmed before under another event id
+    if earned:
+        balance = await store.post(conn, member_id=member_id, delta=earned, reason="earn",
+                                   order_id=order_id)
+        if balance is not None:
+            await publish_points_changed(conn, member_id=member_id, delta=earned,
+                                         balance=balance, reason="earn", order_id=order_id)
+    await _set_spend(conn, member, member.lifetime_spend + total)
+
+
+async def order_refunded(
+    conn: asyncpg.Connection, *, order_id: uuid.UUID, member_id: uuid.UUID, refunded: int
+) -> None:
+    """Take the refund off lifetime spend, reverse the order's points, restore redeemed ones."""
+    member = await _lock_member(conn, member_id)
+    order = await store.order(conn, order_id, for_update=True)
+    if order is None:
+        raise NotYetApplicable(f"order {order_id} was refunded before its confirmation arrived")
+    amount = min(max(refunded, 0), order.total - order.refunded)
+    if amount:
+        await store.add_refunded(conn, order_id, amount)
+    # Restore first: points given back can then cover a reversal the member could not.
+    member = await _restore_redeemed(conn, member, order_id)
+    await _reverse_earned(conn, member, order)
+    if amount:
+        await _set_spend(conn, member, member.lifetime_spend - amount)
+
+
+async def _reverse_earned(
+    conn: asyncpg.Connection, member: MemberRow, order: store.MemberOrder
+) -> None:
+    """Reverse the points this order earned, at most what the member has not spent or held.
+
+    Points already spent cannot be taken back (the balance never goes negative); the
+    ledger records what was actually reversed, so the shortfall is visible to an audit.
+    """
+    if not order.points_earned or await store.entry_for(conn, order.order_id, "reverse"):
+        return
+    take = min(order.points_earned, member.points_available)
+    if take <= 0:
+        return
+    balance = await store.post(conn, member_id=member.id, delta=-take, reason="reverse",
+                               order_id=order.order_id)
+    if balance is not None:
+        await publish_points_changed(conn, member_id=member.id, delta=-take, balance=balance,
+                                     reason="reverse", order_id=order.order_id)
+
+
+async def _restore_redeemed(
+    conn: asyncpg.Connection, member: MemberRow, order_id: uuid.UUID
+) -> MemberRow:
+    """Give back points paid for the order (or release its open hold); the member row after."""
+    reservation = await store.reservation(conn, order_id, for_update=True)
+    if reservation is None or reservation.member_id != member.id:
+        return member
+    if reservation.status == "reserved":
+        await members.add_points_held(conn, member.id, -reservation.points)
+        await store.set_reservation_status(conn, order_id, "released")
+    elif reservation.status == "committed":
+        balance = await store.post(conn, member_id=member.id, delta=reservation.points,
+                                   reason="restore", order_id=order_id)
+        await store.set_reservation_status(conn, order_id, "restored")
+        if balance is not None:
+            await publish_points_changed(conn, member_id=member.id, delta=reservation.points,
+                                         balance=balance, reason="restore", order_id=order_id)
+    else:
+        return member
+    refreshed = await members.by_id(conn, member.id)
+    assert refreshed is not None
+    return refreshed

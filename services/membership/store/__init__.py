@@ -1,0 +1,1 @@
+"""SQL for the membership schema (asyncpg, plain SQL), one module per table family."""

@@ -1,0 +1,173 @@
+"""The points ledger, points reservations and the confirmed orders membership applied."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: int
+    member_id: uuid.UUID
+    delta: int
+    balance_after: int
+    reason: str
+    order_id: uuid.UUID
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    order_id: uuid.UUID
+    member_id: uuid.UUID | None
+    points: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOrder:
+    order_id: uuid.UUID
+    member_id: uuid.UUID
+    total: int
+    refunded: int
+    tier_at_order: str
+    points_earned: int
+
+
+async def post(
+    conn: asyncpg.Connection,
+    *,
+    member_id: uuid.UUID,
+    delta: int,
+    reason: str,
+    order_id: uuid.UUID,
+) -> int | None:
+    """Change the balance by `delta` with its ledger entry; None if (order, reason) was applied.
+
+    The caller holds the member row lock (SELECT ... FOR UPDATE), so balance_after is exact.
+    """
+    balance = await conn.fetchval(
+        """
+        WITH entry AS (
+            INSERT INTO points_ledger (member_id, delta, balance_after, reason, order_id)
+            SELECT id, $2, points_balance + $2, $3, $4 FROM members WHERE id = $1
+            ON CONFLICT (order_id, reason) DO NOTHING
+            RETURNING member_id, balance_after
+        )
+        UPDATE members SET points_balance = entry.balance_after
+        FROM entry WHERE members.id = entry.member_id
+        RETURNING members.points_balance
+        """,
+        member_id, delta, reason, order_id,
+    )
+    return None if balance is None else int(balance)
+
+
+async def ledger_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    member_id: uuid.UUID,
+    *,
+    limit: int,
+    before_id: int | None,
+) -> list[LedgerEntry]:
+    """Newest first; `before_id` continues after the last entry of the previous page."""
+    records = await conn.fetch(
+        "SELECT id, member_id, delta, balance_after, reason, order_id, created_at "
+        "FROM points_ledger WHERE member_id = $1 AND ($2::bigint IS NULL OR id < $2) "
+        "ORDER BY id DESC LIMIT $3",
+        member_id, before_id, limit,
+    )
+    return [LedgerEntry(**dict(r)) for r in records]
+
+
+async def entry_for(
+    conn: asyncpg.Connection, order_id: uuid.UUID, reason: str
+) -> LedgerEntry | None:
+    record = await conn.fetchrow(
+        "SELECT id, member_id, delta, balance_after, reason, order_id, created_at "
+        "FROM points_ledger WHERE order_id = $1 AND reason = $2",
+        order_id, reason,
+    )
+    return LedgerEntry(**dict(record)) if record is not None else None
+
+
+async def reservation(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False
+) -> Reservation | None:
+    lock = " FOR UPDATE" if for_update else ""
+    record = await conn.fetchrow(
+        f"SELECT order_id, member_id, points, status FROM points_reservations "
+        f"WHERE order_id = $1{lock}",
+        order_id,
+    )
+    return Reservation(**dict(record)) if record is not None else None
+
+
+async def insert_reservation(
+    conn: asyncpg.Connection,
+    *,
+    order_id: uuid.UUID,
+    member_id: uuid.UUID | None,
+    points: int,
+    status: str,
+) -> bool:
+    """False if the order already has a reservation (a concurrent call won)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO points_reservations (order_id, member_id, points, status) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING RETURNING true",
+        order_id, member_id, points, status,
+    )
+    return bool(inserted)
+
+
+async def set_reservation_status(
+    conn: asyncpg.Connection, order_id: uuid.UUID, status: str
+) -> None:
+    await conn.execute(
+        "UPDATE points_reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+        order_id, status,
+    )
+
+
+async def insert_order(
+    conn: asyncpg.Connection,
+    *,
+    order_id: uuid.UUID,
+    member_id: uuid.UUID,
+    total: int,
+    tier_at_order: str,
+    points_earned: int,
+    confirmed_at: datetime,
+) -> bool:
+    """False if this order's confirmation was applied before."""
+    inserted = await conn.fetchval(
+        "INSERT INTO member_orders (order_id, member_id, total, tier_at_order, points_earned, "
+        "confirmed_at) VALUES ($1, $2, $3, $4, $5, $6) "
+        "ON CONFLICT (order_id) DO NOTHING RETURNING true",
+        order_id, member_id, total, tier_at_order, points_earned, confirmed_at,
+    )
+    return bool(inserted)
+
+
+async def order(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False
+) -> MemberOrder | None:
+    lock = " FOR UPDATE" if for_update else ""
+    record = await conn.fetchrow(
+        f"SELECT order_id, member_id, total, refunded, tier_at_order, points_earned "
+        f"FROM member_orders WHERE order_id = $1{lock}",
+        order_id,
+    )
+    return MemberOrder(**dict(record)) if record is not None else None
+
+
+async def add_refunded(conn: asyncpg.Connection, order_id: uuid.UUID, amount: int) -> None:
+    await conn.execute(
+        "UPDATE member_orders SET refunded = refunded + $2, refunded_at = now() "
+        "WHERE order_id = $1",
+        order_id, amount,
+    )

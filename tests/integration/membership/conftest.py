@@ -1,0 +1,120 @@
+"""A membership service running in-process on real ports, against real Postgres and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc import aio
+from marketplace.membership.v1 import membership_pb2_grpc as pb_grpc
+
+from services.common import grpcutil, runtime
+from services.common.bus import Bus
+from services.membership import bootstrap
+from services.membership.settings import MembershipSettings
+from tests.helpers import free_port, reset_streams
+from tests.infra import FreshDb
+
+SECRET = "membership-test-secret-0123456789"
+
+
+def write_key(path: Path) -> Ed25519PrivateKey:
+    """A new Ed25519 private key in a PEM PKCS8 file."""
+    key = Ed25519PrivateKey.generate()
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    return key
+
+
+@dataclass
+class Running:
+    settings: MembershipSettings
+    service: bootstrap.Service
+    http: httpx.AsyncClient
+    channel: aio.Channel
+    stub: pb_grpc.MembershipServiceStub
+    bus: Bus
+    db: FreshDb
+    key: Ed25519PrivateKey
+
+    @property
+    def jwks_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}/.well-known/jwks.json"
+
+
+StartMembership = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_membership(
+    fresh_db: Callable[..., Awaitable[FreshDb]], nats_url: str, tmp_path: Path
+) -> AsyncIterator[StartMembership]:
+    """`await start_membership(**settings)`: the service with its own database and keys."""
+    stops: list[Callable[[], Awaitable[None]]] = []
+
+    async def start(**overrides: Any) -> Running:
+        await reset_streams(nats_url)
+        db = await fresh_db("membership")
+        key_file = tmp_path / f"signing-{uuid.uuid4().hex}.pem"
+        key = write_key(key_file)
+        fields: dict[str, Any] = {
+            "database_url": db.dsn("membership"), "nats_url": nats_url,
+            "http_port": free_port(), "grpc_port": free_port(), "internal_auth_secret": SECRET,
+            "environment": "test", "jwt_private_key_file": key_file, "db_pool_max": 10,
+        }
+        settings = MembershipSettings(**(fields | overrides))
+        service = await bootstrap.start(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runtime.serve(
+            service.infra, service.app, grpc_server=service.grpc_server,
+            grpc_port=service.grpc_port, tasks=service.tasks, stop=stop,
+        ))
+        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=10)
+        channel = grpcutil.channel(f"127.0.0.1:{settings.grpc_port}", service="orders",
+                                   secret=SECRET, timeout_s=10)
+        bus = await Bus.connect(nats_url, name="membership-test")
+
+        async def stop_all() -> None:
+            await bus.close()
+            await channel.close()
+            await http.aclose()
+            stop.set()
+            await task
+
+        stops.append(stop_all)
+        running = Running(settings, service, http, channel, pb_grpc.MembershipServiceStub(channel),
+                          bus, db, key)
+        await _until_ready(running)
+        return running
+
+    yield start
+    for stop_all in reversed(stops):
+        await stop_all()
+
+
+async def _until_ready(running: Running) -> None:
+    for _ in range(200):
+        try:
+            # Not /healthz: it answers with ORJSONResponse, whose deprecation warning is an
+            # error under the test settings (services.common.web needs the change).
+            if (await running.http.get("/.well-known/jwks.json")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("membership did not start answering HTTP")
+
+
+@pytest.fixture
+async def membership(start_membership: StartMembership) -> Running:
+    return await start_membership()

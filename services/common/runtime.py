@@ -18,7 +18,7 @@ from grpc import aio
 
 from services.common import db, metrics, telemetry
 from services.common.bus import Bus
-from services.common.inbox import Consumer
+from services.common.inbox import Consumer, purge_processed
 from services.common.migrations import migrate
 from services.common.outbox import OutboxRelay, purge_published
 from services.common.settings import ServiceSettings
@@ -82,7 +82,7 @@ async def start_infra(settings: ServiceSettings, service_dir: Path) -> Infra:
 
 
 async def _observe(infra: Infra) -> None:
-    """Refresh gauges and purge long-published outbox rows."""
+    """Refresh gauges; hourly, purge long-published outbox rows and old inbox rows."""
     ticks = 0
     while True:
         metrics.OUTBOX_BACKLOG.set(infra.relay.backlog)
@@ -97,6 +97,7 @@ async def _observe(infra: Infra) -> None:
             with contextlib.suppress(Exception):
                 async with infra.pool.acquire() as conn:
                     await purge_published(conn)
+                    await purge_processed(conn)
         ticks += 1
         await asyncio.sleep(5)
 

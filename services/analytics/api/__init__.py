@@ -1,0 +1,1 @@
+"""REST: operator reports under /v1/analytics."""

@@ -1,0 +1,1 @@
+"""Pure projection rules: no I/O, no framework imports."""

@@ -1,0 +1,21 @@
+"""Analytics settings (env prefix ANALYTICS_)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class AnalyticsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ANALYTICS_", extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "analytics"
+
+    http_port: int = 8003
+    # Operator reports (GMV, top products) need it; no default, so none is ever guessable.
+    admin_api_key: SecretStr = Field(min_length=16)
+    consumer_batch_size: int = Field(default=200, ge=1, le=1000)

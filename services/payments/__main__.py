@@ -1,0 +1,11 @@
+"""`python -m services.payments`: the payments service."""
+
+from __future__ import annotations
+
+from services.common import runtime
+from services.payments.bootstrap import main
+from services.payments.settings import PaymentsSettings
+
+if __name__ == "__main__":
+    settings = PaymentsSettings()  # type: ignore[call-arg]  # fields come from the environment
+    runtime.run_main(main(settings), settings)

@@ -1,0 +1,1 @@
+"""REST: payment look-ups for members and admins, merchant balances."""

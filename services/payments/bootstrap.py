@@ -1,0 +1,80 @@
+"""Composition root: infrastructure, the processor behind its breaker, REST and gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from grpc import aio
+from marketplace.payments.v1 import payments_pb2_grpc
+
+from services.common import auth, grpcutil, runtime, web
+from services.payments import service
+from services.payments.api.deps import ApiContext
+from services.payments.api.routes import router
+from services.payments.breaker import CircuitBreaker
+from services.payments.gateway import ProcessorGateway
+from services.payments.processor import CardProcessor, SimulatedProcessor
+from services.payments.rpc import ALLOWED_CALLERS, PaymentServicer
+from services.payments.settings import PaymentsSettings
+
+
+@dataclass
+class Service:
+    infra: runtime.Infra
+    app: FastAPI
+    grpc_server: aio.Server
+    grpc_port: int
+    breaker: CircuitBreaker
+    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
+
+
+def build_gateway(
+    settings: PaymentsSettings, processor: CardProcessor | None = None
+) -> ProcessorGateway:
+    processor = processor or SimulatedProcessor(
+        latency_s=settings.processor_latency_ms / 1000,
+        failure_rate=settings.processor_failure_rate,
+    )
+    breaker = CircuitBreaker(
+        failure_threshold=settings.breaker_failure_threshold,
+        reset_after_s=settings.breaker_reset_s,
+    )
+    return ProcessorGateway(processor, breaker, timeout_s=settings.processor_timeout_ms / 1000)
+
+
+async def start(settings: PaymentsSettings, *, processor: CardProcessor | None = None) -> Service:
+    """Everything but the serving loop; `processor` replaces the simulated one (tests)."""
+    infra = await runtime.start_infra(settings, Path(__file__).parent)
+    gateway = build_gateway(settings, processor)
+    deps = service.Deps(
+        pool=infra.pool, gateway=gateway, currency=settings.currency,
+        commission_bps=settings.commission_bps,
+    )
+    app = web.create_app(
+        title="Marketplace payments",
+        description="Payment look-ups for members and admins; merchant balances.",
+        readiness=infra.readiness,
+        max_in_flight=settings.max_in_flight,
+    )
+    app.state.ctx = ApiContext(
+        pool=infra.pool, verifier=auth.JwksVerifier(settings.jwks_url),
+        admin_api_key=settings.admin_api_key.get_secret_value(), currency=settings.currency,
+    )
+    app.include_router(router)
+    grpc_server = grpcutil.server(settings.internal_auth_secret.get_secret_value(), ALLOWED_CALLERS)
+    payments_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(deps), grpc_server)
+    return Service(
+        infra=infra, app=app, grpc_server=grpc_server, grpc_port=settings.grpc_port,
+        breaker=gateway.breaker,
+    )
+
+
+async def main(settings: PaymentsSettings) -> None:
+    svc = await start(settings)
+    await runtime.serve(
+        svc.infra, svc.app, grpc_server=svc.grpc_server, grpc_port=svc.grpc_port, tasks=svc.tasks
+    )

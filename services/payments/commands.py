@@ -1,0 +1,80 @@
+"""The commands PaymentService accepts, validated, each with a fingerprint of its request."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import astuple, dataclass
+from typing import Literal
+
+ErrorCode = Literal[
+    "invalid_argument", "not_found", "already_exists", "failed_precondition", "unavailable"
+]
+MAX_KEY_LENGTH = 200
+KEY_REUSED = "idempotency key reused with a different request"
+
+
+class CommandError(Exception):
+    """A refused command; `code` names the gRPC status it answers with."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+
+
+def parse_uuid(field: str, raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise CommandError("invalid_argument", f"{field} must be a UUID, got {raw!r}") from None
+
+
+def check_key(raw: str) -> str:
+    if not raw or len(raw) > MAX_KEY_LENGTH:
+        raise CommandError(
+            "invalid_argument", f"idempotency_key is required (1..{MAX_KEY_LENGTH} characters)"
+        )
+    return raw
+
+
+class _Command:
+    """Fingerprint: a hash of every field except the key, so a replay can be recognised."""
+
+    key: str
+
+    def fingerprint(self) -> str:
+        fields = [str(v) for v in astuple(self)[1:]]  # type: ignore[call-overload]
+        return hashlib.sha256("\x1f".join([type(self).__name__, *fields]).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizePayment(_Command):
+    key: str
+    order_id: uuid.UUID
+    member_id: uuid.UUID
+    merchant_id: uuid.UUID
+    amount: int
+    currency: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class CapturePayment(_Command):
+    key: str
+    payment_id: uuid.UUID
+    amount: int  # 0: the whole authorization
+
+
+@dataclass(frozen=True, slots=True)
+class VoidPayment(_Command):
+    key: str
+    payment_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPayment(_Command):
+    key: str
+    payment_id: uuid.UUID
+    amount: int  # 0: everything still refundable
+    reason: str

@@ -1,0 +1,128 @@
+"""gRPC PaymentService: translates requests into commands and refusals into status codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from grpc import aio
+from marketplace.payments.v1 import payments_pb2 as pb
+from marketplace.payments.v1 import payments_pb2_grpc
+
+from services.payments import service, store
+from services.payments.commands import (
+    AuthorizePayment,
+    CapturePayment,
+    CommandError,
+    RefundPayment,
+    VoidPayment,
+    check_key,
+    parse_uuid,
+)
+from services.payments.domain.payment import PaymentRuleError
+from services.payments.processor import ProcessorUnavailable
+
+log = logging.getLogger(__name__)
+
+METHODS = {"Authorize", "Capture", "Void", "Refund", "GetPayment"}
+# Which services may call which methods (checked by grpcutil.ServiceIdentityInterceptor).
+ALLOWED_CALLERS: dict[str, set[str]] = {"orders": set(METHODS)}
+
+T = TypeVar("T")
+
+
+async def _answer(context: aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
+    """Run `call`; map refusals onto gRPC status codes."""
+    try:
+        return await call()
+    except CommandError as exc:
+        await context.abort(grpc.StatusCode[exc.code.upper()], exc.message)
+    except PaymentRuleError as exc:
+        await context.abort(grpc.StatusCode[exc.code.upper()], exc.message)
+    except ProcessorUnavailable as exc:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    raise AssertionError("unreachable: context.abort raises")
+
+
+class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
+    def __init__(self, deps: service.Deps) -> None:
+        self.deps = deps
+
+    async def Authorize(
+        self, request: pb.AuthorizeRequest, context: aio.ServicerContext
+    ) -> pb.Payment:
+        async def call() -> pb.Payment:
+            if not request.payment_token:
+                raise CommandError("invalid_argument", "payment_token is required")
+            command = AuthorizePayment(
+                key=check_key(request.idempotency_key),
+                order_id=parse_uuid("order_id", request.order_id),
+                member_id=parse_uuid("member_id", request.member_id),
+                merchant_id=parse_uuid("merchant_id", request.merchant_id),
+                amount=request.amount.amount,
+                currency=request.amount.currency or self.deps.currency,
+                token=request.payment_token,
+            )
+            return await service.authorize(deps=self.deps, command=command)
+
+        return await _answer(context, call)
+
+    async def Capture(
+        self, request: pb.CaptureRequest, context: aio.ServicerContext
+    ) -> pb.Payment:
+        async def call() -> pb.Payment:
+            command = CapturePayment(
+                key=check_key(request.idempotency_key),
+                payment_id=parse_uuid("payment_id", request.payment_id),
+                amount=request.amount,
+            )
+            return await service.capture(deps=self.deps, command=command)
+
+        return await _answer(context, call)
+
+    async def Void(
+        self, request: pb.VoidRequest, context: aio.ServicerContext
+    ) -> pb.Payment:
+        async def call() -> pb.Payment:
+            command = VoidPayment(
+                key=check_key(request.idempotency_key),
+                payment_id=parse_uuid("payment_id", request.payment_id),
+            )
+            return await service.void(deps=self.deps, command=command)
+
+        return await _answer(context, call)
+
+    async def Refund(
+        self, request: pb.RefundRequest, context: aio.ServicerContext
+    ) -> pb.Payment:
+        async def call() -> pb.Payment:
+            command = RefundPayment(
+                key=check_key(request.idempotency_key),
+                payment_id=parse_uuid("payment_id", request.payment_id),
+                amount=request.amount,
+                reason=request.reason[:500],
+            )
+            return await service.refund(deps=self.deps, command=command)
+
+        return await _answer(context, call)
+
+    async def GetPayment(
+        self, request: pb.GetPaymentRequest, context: aio.ServicerContext
+    ) -> pb.Payment:
+        async def call() -> pb.Payment:
+            which = request.WhichOneof("key")
+            if which is None:
+                raise CommandError("invalid_argument", "give payment_id or order_id")
+            ident = parse_uuid(which, getattr(request, which))
+            async with self.deps.pool.acquire() as conn:
+                if which == "payment_id":
+                    row = await store.get(conn, ident)
+                else:
+                    row = await store.get_by_order(conn, ident)
+            if row is None:
+                raise CommandError("not_found", f"no payment for {which} {ident}")
+            return service.to_proto(row)
+
+        return await _answer(context, call)

@@ -1,0 +1,31 @@
+"""Payments settings, read once at start-up from PAYMENTS_* variables."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class PaymentsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "payments"
+
+    http_port: int = 8001
+    grpc_port: int = 50052
+    jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
+    # No default: an admin key nobody chose would be a key everybody knows.
+    admin_api_key: SecretStr = Field(min_length=16)
+    currency: str = Field(default="CNY", pattern="^[A-Z]{3}$")
+    # Platform commission on captures, in basis points (500 = 5%).
+    commission_bps: int = Field(default=500, ge=0, le=10_000)
+    # The simulated card processor and the guards around it.
+    processor_latency_ms: int = Field(default=0, ge=0)
+    processor_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    processor_timeout_ms: int = Field(default=2_000, ge=1)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)

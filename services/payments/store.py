@@ -1,0 +1,185 @@
+"""SQL for payments, idempotency keys and the ledger (asyncpg, the `payments` schema)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import asyncpg
+
+from services.payments.domain.ledger import Posting, merchant_payable
+from services.payments.domain.payment import PaymentState, PaymentStatus
+
+_COLUMNS = (
+    "id, seq, order_id, member_id, merchant_id, status, currency, amount, captured, refunded, "
+    "commission, decline_code, processor_ref, request_hash, created_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    id: uuid.UUID
+    seq: int
+    order_id: uuid.UUID
+    member_id: uuid.UUID
+    merchant_id: uuid.UUID
+    status: PaymentStatus
+    currency: str
+    amount: int
+    captured: int
+    refunded: int
+    commission: int
+    decline_code: str | None
+    processor_ref: str | None
+    request_hash: str
+    created_at: datetime
+
+    @property
+    def state(self) -> PaymentState:
+        return PaymentState(self.status, self.amount, self.captured, self.refunded)
+
+    def with_state(self, state: PaymentState, *, commission: int | None = None) -> PaymentRow:
+        return replace(
+            self, status=state.status, amount=state.amount, captured=state.captured,
+            refunded=state.refunded,
+            commission=self.commission if commission is None else commission,
+        )
+
+
+def _row(record: asyncpg.Record | None) -> PaymentRow | None:
+    if record is None:
+        return None
+    return PaymentRow(**{**dict(record), "status": PaymentStatus(record["status"])})
+
+
+async def get(conn: asyncpg.Connection, payment_id: uuid.UUID) -> PaymentRow | None:
+    return _row(await conn.fetchrow(f"SELECT {_COLUMNS} FROM payments WHERE id = $1", payment_id))
+
+
+async def get_for_update(conn: asyncpg.Connection, payment_id: uuid.UUID) -> PaymentRow | None:
+    """The payment, locked until the transaction ends: its moves happen one at a time."""
+    return _row(await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM payments WHERE id = $1 FOR UPDATE", payment_id
+    ))
+
+
+async def get_by_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> PaymentRow | None:
+    return _row(await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM payments WHERE order_id = $1", order_id
+    ))
+
+
+async def list_payments(
+    conn: asyncpg.Connection, *, order_id: uuid.UUID | None, after_seq: int | None, limit: int
+) -> list[PaymentRow]:
+    """Newest first; `after_seq` continues a previous page."""
+    records = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM payments "
+        "WHERE ($1::uuid IS NULL OR order_id = $1) AND ($2::bigint IS NULL OR seq < $2) "
+        "ORDER BY seq DESC LIMIT $3",
+        order_id, after_seq, limit,
+    )
+    return [r for r in map(_row, records) if r is not None]
+
+
+async def lock_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
+    """Serialise authorizations of one order until the transaction ends."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('payments:order:' || $1::uuid::text))", order_id
+    )
+
+
+async def insert(
+    conn: asyncpg.Connection, *, order_id: uuid.UUID, member_id: uuid.UUID,
+    merchant_id: uuid.UUID, state: PaymentState, currency: str, decline_code: str | None,
+    processor_ref: str | None, request_hash: str,
+) -> PaymentRow:
+    record = await conn.fetchrow(
+        "INSERT INTO payments (id, order_id, member_id, merchant_id, status, currency, amount, "
+        "captured, refunded, decline_code, processor_ref, request_hash) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+        f"RETURNING {_COLUMNS}",
+        uuid.uuid4(), order_id, member_id, merchant_id, state.status.value, currency,
+        state.amount, state.captured, state.refunded, decline_code, processor_ref, request_hash,
+    )
+    row = _row(record)
+    assert row is not None
+    return row
+
+
+async def update_amounts(conn: asyncpg.Connection, p: PaymentRow) -> None:
+    await conn.execute(
+        "UPDATE payments SET status = $2, captured = $3, refunded = $4, commission = $5, "
+        "updated_at = now() WHERE id = $1",
+        p.id, p.status.value, p.captured, p.refunded, p.commission,
+    )
+
+
+async def insert_refund(
+    conn: asyncpg.Connection, *, payment_id: uuid.UUID, amount: int, reason: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO refunds (id, payment_id, amount, reason) VALUES ($1, $2, $3, $4)",
+        uuid.uuid4(), payment_id, amount, reason,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    request_hash: str
+    response: bytes
+
+
+async def get_answer(conn: asyncpg.Connection, *, method: str, key: str) -> StoredAnswer | None:
+    record = await conn.fetchrow(
+        "SELECT request_hash, response FROM idempotency_keys WHERE method = $1 AND key = $2",
+        method, key,
+    )
+    if record is None:
+        return None
+    return StoredAnswer(record["request_hash"], bytes(record["response"]))
+
+
+async def save_answer(
+    conn: asyncpg.Connection, *, method: str, key: str, request_hash: str,
+    payment_id: uuid.UUID, response: bytes,
+) -> None:
+    """Raises UniqueViolationError when a concurrent call with the same key won the race."""
+    await conn.execute(
+        "INSERT INTO idempotency_keys (method, key, request_hash, payment_id, response) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        method, key, request_hash, payment_id, response,
+    )
+
+
+async def post(
+    conn: asyncpg.Connection, *, payment_id: uuid.UUID, currency: str, posting: Posting
+) -> int:
+    """Write one journal entry; the database refuses it at commit unless it balances."""
+    entry_id: int = await conn.fetchval(
+        "INSERT INTO journal_entries (payment_id, kind, currency) VALUES ($1, $2, $3) "
+        "RETURNING id",
+        payment_id, posting.kind, currency,
+    )
+    await conn.execute(
+        "INSERT INTO journal_lines (entry_id, account, amount) "
+        "SELECT $1, account, amount FROM unnest($2::text[], $3::bigint[]) AS l(account, amount)",
+        entry_id, [a for a, _ in posting.lines], [n for _, n in posting.lines],
+    )
+    return entry_id
+
+
+async def account_balance(conn: asyncpg.Connection, *, account: str, currency: str) -> int:
+    total = await conn.fetchval(
+        "SELECT coalesce(sum(l.amount), 0) FROM journal_lines l "
+        "JOIN journal_entries e ON e.id = l.entry_id WHERE l.account = $1 AND e.currency = $2",
+        account, currency,
+    )
+    return int(total)
+
+
+async def merchant_balance(
+    conn: asyncpg.Connection, *, merchant_id: uuid.UUID, currency: str
+) -> int:
+    return await account_balance(conn, account=merchant_payable(merchant_id), currency=currency)

@@ -1,0 +1,53 @@
+"""The database itself refuses an unbalanced journal entry and any edit of the journal."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.integration.payments.harness import Running, authorize_request
+
+
+async def _connect(payments: Running) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        payments.db.dsn("payments"), server_settings={"search_path": "payments"}
+    )
+
+
+async def test_an_unbalanced_entry_is_refused_at_commit(payments: Running) -> None:
+    paid = await payments.stub.Authorize(authorize_request())
+    conn = await _connect(payments)
+    try:
+        with pytest.raises(asyncpg.CheckViolationError, match="unbalanced"):
+            async with conn.transaction():
+                entry = await conn.fetchval(
+                    "INSERT INTO journal_entries (payment_id, kind, currency) "
+                    "VALUES ($1, 'refund', 'CNY') RETURNING id", uuid.UUID(paid.id),
+                )
+                await conn.execute(
+                    "INSERT INTO journal_lines (entry_id, account, amount) "
+                    "VALUES ($1, 'refunds', 100), ($1, 'member_funding', -99)", entry,
+                )
+        with pytest.raises(asyncpg.CheckViolationError, match="unbalanced"):
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO journal_entries (payment_id, kind, currency) "
+                    "VALUES ($1, 'refund', 'CNY')", uuid.UUID(paid.id),
+                )
+        assert await conn.fetchval("SELECT count(*) FROM journal_entries") == 1  # authorize
+    finally:
+        await conn.close()
+
+
+async def test_the_journal_is_append_only(payments: Running) -> None:
+    await payments.stub.Authorize(authorize_request())
+    conn = await _connect(payments)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute("UPDATE journal_lines SET amount = amount * 2")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute("DELETE FROM journal_entries")
+    finally:
+        await conn.close()

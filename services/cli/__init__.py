@@ -1,0 +1,1 @@
+"""The `marketplace` command: the local stack, database bootstrap and the launcher."""

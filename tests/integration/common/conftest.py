@@ -42,7 +42,7 @@ async def nats_factory() -> AsyncIterator[Callable[[Path], Awaitable[Restartable
     servers: list[RestartableNats] = []
 
     async def make(root: Path) -> RestartableNats:
-        root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
         server = RestartableNats(root)
         await server.start()
         servers.append(server)

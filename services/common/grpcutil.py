@@ -112,6 +112,11 @@ def channel(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 30_000),
+            # Spread calls over every replica behind a dns:/// target, not one sticky pod.
+            ("grpc.lb_policy_name", "round_robin"),
+            # Reconnect quickly after a peer restarts; the default backoff waits many seconds.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ],
     )
 

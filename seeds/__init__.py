@@ -1,0 +1,1 @@
+"""Deterministic demo data for the marketplace and the `marketplace seed` command."""

@@ -1,0 +1,11 @@
+"""`python -m services.orders`: catalog, checkout saga and order history."""
+
+from __future__ import annotations
+
+from services.common import runtime
+from services.orders.bootstrap import main
+from services.orders.settings import OrdersSettings
+
+if __name__ == "__main__":
+    settings = OrdersSettings()  # type: ignore[call-arg]  # fields come from the env
+    runtime.run_main(main(settings), settings)

@@ -1,0 +1,229 @@
+"""Settling a placed order: drive its payment, then confirm, cancel or refund it.
+
+Used by the checkout request, the recovery loop and the cancel endpoint alike; every
+payments call carries a key derived from the order id, so running a step twice is safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import grpc
+from marketplace.payments.v1.payments_pb2 import PaymentStatus as PS
+
+from services.common import outbox
+from services.orders import messages, views
+from services.orders.clients import NotFound, Payment, Rejected, Unavailable
+from services.orders.context import Context
+from services.orders.domain.order import OrderEvent, OrderStatus, transition
+from services.orders.store import idempotency
+from services.orders.store import orders as store
+from services.orders.store.orders import Order
+
+log = logging.getLogger(__name__)
+
+SOURCE = "orders"
+PAYMENT_DECLINED = "payment_declined"
+PAYMENT_TIMEOUT = "payment_timeout"
+PAYMENT_REFUNDED = "payment_refunded"
+POINTS_UNAVAILABLE = "points_unavailable"
+CANCELLED_BY_MEMBER = "cancelled_by_member"
+
+_CANCEL_EVENTS = {
+    PAYMENT_TIMEOUT: OrderEvent.PAYMENT_DEADLINE_PASSED,
+    CANCELLED_BY_MEMBER: OrderEvent.CANCELLED_BY_MEMBER,
+}
+# A definite "no" to an authorization: the card or the request was refused.
+_DECLINING_CODES = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION})
+
+
+async def drive(ctx: Context, order: Order, *, ask_first: bool) -> Order:
+    """Move a PENDING order as far as payments allows; raises Unavailable when it cannot tell.
+
+    `ask_first` looks up what payments already did (recovery); the checkout request skips it.
+    """
+    payment = await ctx.payments.find(order_id=order.id) if ask_first else None
+    if ask_first and datetime.now(UTC) >= order.payment_deadline:
+        return await _expire(ctx, order, payment)
+    if payment is None:
+        if order.points_redeemed:
+            try:
+                await ctx.membership.reserve_points(
+                    order_id=order.id, member_id=order.member_id, points=order.points_redeemed)
+            except Rejected as exc:
+                log.info("points not reserved",
+                         extra={"order_id": str(order.id), "error": str(exc)})
+                return await cancel(ctx, order, reason=POINTS_UNAVAILABLE)
+        try:
+            payment = await ctx.payments.authorize(order)
+        except Rejected as exc:
+            if exc.code not in _DECLINING_CODES:
+                raise Unavailable(str(exc)) from exc
+            return await cancel(ctx, order, reason=PAYMENT_DECLINED)
+    return await _follow(ctx, order, payment)
+
+
+async def _follow(ctx: Context, order: Order, payment: Payment) -> Order:
+    if payment.status == PS.PAYMENT_STATUS_AUTHORIZED:
+        current = await _load(ctx, order.id)
+        if current.status != OrderStatus.PENDING:  # cancelled meanwhile: let the card go
+            await ctx.payments.void(order_id=order.id, payment_id=payment.id)
+            return current
+        try:
+            payment = await ctx.payments.capture(order_id=order.id, payment_id=payment.id)
+        except Rejected as exc:  # e.g. voided meanwhile; the next look-up tells what it became
+            raise Unavailable(str(exc)) from exc
+    status = payment.status
+    if status in (PS.PAYMENT_STATUS_CAPTURED, PS.PAYMENT_STATUS_PARTIALLY_REFUNDED):
+        return await confirm(ctx, order, payment)
+    if status == PS.PAYMENT_STATUS_FAILED:
+        return await cancel(ctx, order, reason=PAYMENT_DECLINED, payment_id=payment.id)
+    if status == PS.PAYMENT_STATUS_VOIDED:
+        return await cancel(ctx, order, reason=PAYMENT_TIMEOUT, payment_id=payment.id)
+    if status == PS.PAYMENT_STATUS_REFUNDED:
+        return await cancel(ctx, order, reason=PAYMENT_REFUNDED, payment_id=payment.id)
+    raise Unavailable(f"payment {payment.id} has an unexpected status {status}")
+
+
+async def _expire(ctx: Context, order: Order, payment: Payment | None) -> Order:
+    """Past the payment deadline: void what was only authorized, keep what was captured."""
+    if payment is None:
+        return await cancel(ctx, order, reason=PAYMENT_TIMEOUT)
+    if payment.status == PS.PAYMENT_STATUS_AUTHORIZED:
+        payment = await ctx.payments.void(order_id=order.id, payment_id=payment.id)
+        return await cancel(ctx, order, reason=PAYMENT_TIMEOUT, payment_id=payment.id)
+    return await _follow(ctx, order, payment)
+
+
+async def _load(ctx: Context, order_id: uuid.UUID) -> Order:
+    async with ctx.pool.acquire() as conn:
+        order = await store.get_order(conn, order_id)
+    assert order is not None, f"order {order_id} vanished"
+    return order
+
+
+async def confirm(ctx: Context, order: Order, payment: Payment) -> Order:
+    """PENDING → CONFIRMED with the event and the stored checkout answer, then commit points."""
+    status = transition(OrderStatus(order.status), OrderEvent.PAYMENT_CAPTURED)
+    done = dataclasses.replace(order, status=str(status), payment_id=uuid.UUID(payment.id),
+                               points_pending=order.points_redeemed > 0)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        changed = await store.change_status(
+            conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
+            points_pending=done.points_pending)
+        if changed:
+            await store.sell_held(conn, order.lines)
+            await outbox.add_event(conn, source=SOURCE, subject="orders.order.confirmed",
+                                   aggregate_id=str(order.id), message=messages.confirmed(done))
+            await _complete_key(conn, done)
+    if not changed:
+        return await _captured_too_late(ctx, order.id, payment)
+    await settle_points(ctx, done)
+    return done
+
+
+async def _captured_too_late(ctx: Context, order_id: uuid.UUID, payment: Payment) -> Order:
+    """Someone else settled the order first; money captured for a cancelled order goes back."""
+    current = await _load(ctx, order_id)
+    if current.status == OrderStatus.CANCELLED:
+        log.warning("payment captured for a cancelled order; refunding",
+                    extra={"order_id": str(order_id), "payment_id": payment.id})
+        await ctx.payments.refund(order_id=order_id, payment_id=payment.id,
+                                  reason="order_cancelled")
+    return current
+
+
+async def cancel(
+    ctx: Context, order: Order, *, reason: str, payment_id: str | None = None
+) -> Order:
+    """PENDING → CANCELLED: stock back, event, stored checkout answer; then release points."""
+    event = _CANCEL_EVENTS.get(reason, OrderEvent.PAYMENT_DECLINED)
+    status = transition(OrderStatus(order.status), event)
+    done = dataclasses.replace(
+        order, status=str(status), cancel_reason=reason,
+        payment_id=uuid.UUID(payment_id) if payment_id else order.payment_id,
+        points_pending=order.points_redeemed > 0)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        changed = await store.change_status(
+            conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
+            cancel_reason=reason, points_pending=done.points_pending)
+        if changed:
+            await store.release_held(conn, order.lines)
+            await outbox.add_event(conn, source=SOURCE, subject="orders.order.cancelled",
+                                   aggregate_id=str(order.id), message=messages.cancelled(done))
+            await _complete_key(conn, done)
+    if not changed:
+        return await _load(ctx, order.id)
+    await settle_points(ctx, done)
+    return done
+
+
+async def _complete_key(conn: asyncpg.Connection, order: Order) -> None:
+    reply = views.checkout_reply(order)
+    await idempotency.complete(conn, order_id=order.id, status=reply.status, body=reply.body)
+
+
+async def settle_points(ctx: Context, order: Order) -> None:
+    """Commit (paid) or release (cancelled) held points; on failure recovery tries again."""
+    if not order.points_pending:
+        return
+    try:
+        if order.status == OrderStatus.CANCELLED:
+            await ctx.membership.release_points(order.id)
+        else:
+            await ctx.membership.commit_points(order.id)
+    except NotFound:
+        pass  # nothing was ever reserved for this order
+    except (Unavailable, Rejected) as exc:
+        log.warning("points not settled yet", extra={"order_id": str(order.id), "error": str(exc)})
+        return
+    async with ctx.pool.acquire() as conn:
+        await store.clear_points_pending(conn, order.id)
+
+
+async def mark_refunded(conn: asyncpg.Connection, order: Order, *, amount: int) -> bool:
+    """CONFIRMED → REFUNDED inside the caller's transaction; False if it was not CONFIRMED."""
+    if order.status != OrderStatus.CONFIRMED:
+        return False
+    status = transition(OrderStatus.CONFIRMED, OrderEvent.REFUNDED)
+    if not await store.change_status(conn, order.id, was=order.status, now=str(status)):
+        return False
+    await store.return_sold(conn, order.lines)
+    await outbox.add_event(conn, source=SOURCE, subject="orders.order.refunded",
+                           aggregate_id=str(order.id), message=messages.refunded(order, amount))
+    return True
+
+
+async def cancel_by_member(ctx: Context, order: Order) -> Order:
+    """Cancel a PENDING order, or refund a CONFIRMED one; a final order is returned as it is."""
+    if order.status == OrderStatus.PENDING:
+        payment = await ctx.payments.find(order_id=order.id)
+        if payment is not None and payment.status in (
+            PS.PAYMENT_STATUS_CAPTURED, PS.PAYMENT_STATUS_PARTIALLY_REFUNDED
+        ):
+            order = await confirm(ctx, order, payment)
+        else:
+            if payment is not None and payment.status == PS.PAYMENT_STATUS_AUTHORIZED:
+                await ctx.payments.void(order_id=order.id, payment_id=payment.id)
+            order = await cancel(ctx, order, reason=CANCELLED_BY_MEMBER,
+                                 payment_id=payment.id if payment else None)
+    if order.status == OrderStatus.CONFIRMED:
+        return await refund(ctx, order)
+    return order
+
+
+async def refund(ctx: Context, order: Order) -> Order:
+    """Refund a CONFIRMED order's payment in full, then mark it REFUNDED with its stock back."""
+    assert order.payment_id is not None, "a confirmed order has a payment"
+    payment = await ctx.payments.refund(order_id=order.id, payment_id=str(order.payment_id),
+                                        reason=CANCELLED_BY_MEMBER)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        current = await store.get_order(conn, order.id, for_update=True)
+        assert current is not None
+        await mark_refunded(conn, current, amount=payment.refunded or order.total)
+    return await _load(ctx, order.id)

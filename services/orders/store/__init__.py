@@ -1,0 +1,1 @@
+"""SQL for the orders schema (asyncpg, plain SQL), one module per table family."""

@@ -1,0 +1,81 @@
+"""Idempotency keys per member: claim, tie to an order, complete with the response bytes."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+
+async def claim(
+    conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str, request_hash: str,
+    claim_timeout_s: float,
+) -> asyncpg.Record | None:
+    """Claim the key (None) or return the row that holds it.
+
+    An expired key, or a claim abandoned before any order existed (its request crashed),
+    is taken over: nothing happened under it that a retry could repeat.
+    """
+    claimed = await conn.fetchval(
+        "INSERT INTO idempotency_keys (member_id, key, request_hash, status) "
+        "VALUES ($1, $2, $3, 'in_flight') "
+        "ON CONFLICT (member_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
+        "  status = 'in_flight', order_id = NULL, response_status = NULL, "
+        "  response_body = NULL, created_at = now(), expires_at = now() + interval '24 hours' "
+        "WHERE idempotency_keys.expires_at < now() OR (idempotency_keys.status = 'in_flight' "
+        "  AND idempotency_keys.order_id IS NULL "
+        "  AND idempotency_keys.created_at < now() - make_interval(secs => $4)) "
+        "RETURNING true",
+        member_id, key, request_hash, claim_timeout_s,
+    )
+    if claimed:
+        return None
+    row = await conn.fetchrow(
+        "SELECT request_hash, status, order_id, response_status, response_body "
+        "FROM idempotency_keys WHERE member_id = $1 AND key = $2",
+        member_id, key,
+    )
+    assert row is not None, "a conflicting key cannot vanish (keys are only purged when expired)"
+    return row
+
+
+async def attach_order(
+    conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str, order_id: uuid.UUID
+) -> None:
+    """Tie the claimed key to the order, in the transaction that creates the order."""
+    done = await conn.fetchval(
+        "UPDATE idempotency_keys SET order_id = $3 WHERE member_id = $1 AND key = $2 "
+        "AND status = 'in_flight' AND order_id IS NULL RETURNING true",
+        member_id, key, order_id,
+    )
+    if not done:
+        raise RuntimeError(f"idempotency key {key!r} is no longer held by this request")
+
+
+async def complete(
+    conn: asyncpg.Connection, *, order_id: uuid.UUID, status: int, body: bytes
+) -> None:
+    """Store the final response, in the transaction that gives the order its final state."""
+    await conn.execute(
+        "UPDATE idempotency_keys SET status = 'done', response_status = $2, response_body = $3 "
+        "WHERE order_id = $1 AND status = 'in_flight'",
+        order_id, status, body,
+    )
+
+
+async def release(conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str) -> None:
+    """Give the key back after a request that created nothing (validation, stock, outage)."""
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE member_id = $1 AND key = $2 "
+        "AND status = 'in_flight' AND order_id IS NULL",
+        member_id, key,
+    )
+
+
+async def purge_expired(conn: asyncpg.Connection, *, limit: int = 1000) -> int:
+    result = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY("
+        "SELECT ctid FROM idempotency_keys WHERE expires_at < now() LIMIT $1))",
+        limit,
+    )
+    return int(result.split()[-1])

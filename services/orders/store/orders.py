@@ -1,0 +1,202 @@
+"""Orders, their lines and the stock they hold, sold or give back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+ORDER_COLUMNS = (
+    "id, member_id, status, subtotal, discount, points_redeemed, total, currency, "
+    "payment_token, payment_id, cancel_reason, idempotency_key, payment_deadline, "
+    "points_pending, created_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    sku_id: uuid.UUID
+    product_id: uuid.UUID
+    merchant_id: uuid.UUID
+    category: str
+    quantity: int
+    unit_price: int
+    line_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: uuid.UUID
+    member_id: uuid.UUID
+    status: str
+    subtotal: int
+    discount: int
+    points_redeemed: int
+    total: int
+    currency: str
+    payment_token: str
+    payment_id: uuid.UUID | None
+    cancel_reason: str | None
+    idempotency_key: str
+    payment_deadline: datetime
+    points_pending: bool
+    created_at: datetime
+    lines: tuple[Line, ...]
+
+
+class OutOfStock(Exception):
+    """A SKU has fewer units on hand than a line asks for."""
+
+    def __init__(self, sku_id: uuid.UUID, quantity: int) -> None:
+        super().__init__(f"SKU {sku_id} has fewer than {quantity} units in stock")
+        self.sku_id, self.quantity = sku_id, quantity
+
+
+def _by_sku(lines: Sequence[Line]) -> list[Line]:
+    # Every transaction touches SKU rows in id order, so two orders never deadlock.
+    return sorted(lines, key=lambda line: line.sku_id)
+
+
+async def reserve_stock(conn: asyncpg.Connection, lines: Sequence[Line]) -> None:
+    """Move units from on hand to held; raises OutOfStock (the caller rolls back)."""
+    for line in _by_sku(lines):
+        done = await conn.fetchval(
+            "UPDATE skus SET stock = stock - $2, held = held + $2, updated_at = now() "
+            "WHERE id = $1 AND stock >= $2 RETURNING true",
+            line.sku_id, line.quantity,
+        )
+        if not done:
+            raise OutOfStock(line.sku_id, line.quantity)
+
+
+async def _move(conn: asyncpg.Connection, lines: Sequence[Line], sql: str) -> None:
+    for line in _by_sku(lines):
+        done = await conn.fetchval(sql, line.sku_id, line.quantity)
+        if not done:
+            raise RuntimeError(f"stock counters of SKU {line.sku_id} disagree with its orders")
+
+
+async def release_held(conn: asyncpg.Connection, lines: Sequence[Line]) -> None:
+    """A PENDING order is cancelled: its held units go back on hand."""
+    await _move(conn, lines, (
+        "UPDATE skus SET stock = stock + $2, held = held - $2, updated_at = now() "
+        "WHERE id = $1 AND held >= $2 RETURNING true"))
+
+
+async def sell_held(conn: asyncpg.Connection, lines: Sequence[Line]) -> None:
+    """A PENDING order is paid: its held units are sold."""
+    await _move(conn, lines, (
+        "UPDATE skus SET sold = sold + $2, held = held - $2, updated_at = now() "
+        "WHERE id = $1 AND held >= $2 RETURNING true"))
+
+
+async def return_sold(conn: asyncpg.Connection, lines: Sequence[Line]) -> None:
+    """A CONFIRMED order is refunded: its sold units go back on hand."""
+    await _move(conn, lines, (
+        "UPDATE skus SET stock = stock + $2, sold = sold - $2, updated_at = now() "
+        "WHERE id = $1 AND sold >= $2 RETURNING true"))
+
+
+async def insert_order(conn: asyncpg.Connection, order: Order, *, retry_at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO orders (id, member_id, status, subtotal, discount, points_redeemed, total, "
+        "currency, payment_token, idempotency_key, payment_deadline, retry_at, created_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        order.id, order.member_id, order.status, order.subtotal, order.discount,
+        order.points_redeemed, order.total, order.currency, order.payment_token,
+        order.idempotency_key, order.payment_deadline, retry_at, order.created_at,
+    )
+    await conn.executemany(
+        "INSERT INTO order_lines (order_id, line_no, sku_id, product_id, merchant_id, category, "
+        "quantity, unit_price, line_total) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        [
+            (order.id, n, x.sku_id, x.product_id, x.merchant_id, x.category, x.quantity,
+             x.unit_price, x.line_total)
+            for n, x in enumerate(order.lines, start=1)
+        ],
+    )
+
+
+async def _lines(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:
+    rows = await conn.fetch(
+        "SELECT order_id, sku_id, product_id, merchant_id, category, quantity, unit_price, "
+        "line_total FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no",
+        order_ids,
+    )
+    lines: dict[uuid.UUID, list[Line]] = {oid: [] for oid in order_ids}
+    for r in rows:
+        lines[r["order_id"]].append(Line(**{k: r[k] for k in Line.__slots__}))
+    return lines
+
+
+async def _hydrate(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Order]:
+    lines = await _lines(conn, [r["id"] for r in rows])
+    return [Order(**dict(r), lines=tuple(lines[r["id"]])) for r in rows]
+
+
+async def get_order(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, member_id: uuid.UUID | None = None,
+    for_update: bool = False,
+) -> Order | None:
+    """The order; with `member_id`, only if it is that member's."""
+    sql = (f"SELECT {ORDER_COLUMNS} FROM orders "
+           "WHERE id = $1 AND ($2::uuid IS NULL OR member_id = $2)")
+    row = await conn.fetchrow(sql + (" FOR UPDATE" if for_update else ""), order_id, member_id)
+    return (await _hydrate(conn, [row]))[0] if row else None
+
+
+async def list_orders(
+    conn: asyncpg.Connection, *, member_id: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None, limit: int,
+) -> list[Order]:
+    """The member's orders newest first, one row more than `limit`."""
+    if after is None:
+        rows = await conn.fetch(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE member_id = $1 "
+            "ORDER BY created_at DESC, id DESC LIMIT $2", member_id, limit + 1)
+    else:
+        rows = await conn.fetch(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE member_id = $1 "
+            "AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4",
+            member_id, after[0], after[1], limit + 1)
+    return await _hydrate(conn, list(rows))
+
+
+async def change_status(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, was: str, now: str,
+    payment_id: uuid.UUID | None = None, cancel_reason: str | None = None,
+    points_pending: bool = False,
+) -> bool:
+    """Compare-and-set the status; False when the order was no longer `was`."""
+    done = await conn.fetchval(
+        "UPDATE orders SET status = $3, payment_id = coalesce($4, payment_id), "
+        "cancel_reason = coalesce($5, cancel_reason), points_pending = points_pending OR $6, "
+        "updated_at = now() "
+        "WHERE id = $1 AND status = $2 RETURNING true",
+        order_id, was, now, payment_id, cancel_reason, points_pending,
+    )
+    return bool(done)
+
+
+async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_s: float) -> list[uuid.UUID]:
+    """PENDING orders due for recovery, oldest first, leased so no other replica takes them."""
+    rows = await conn.fetch(
+        "UPDATE orders SET retry_at = now() + make_interval(secs => $2) WHERE id IN ("
+        "  SELECT id FROM orders WHERE status = 'PENDING' AND retry_at <= now() "
+        "  ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, created_at",
+        limit, lease_s,
+    )
+    return [r["id"] for r in sorted(rows, key=lambda r: r["created_at"])]
+
+
+async def points_due(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    """Settled orders whose points still have to be committed or released in membership."""
+    return list(await conn.fetch(
+        "SELECT id, status FROM orders WHERE points_pending ORDER BY updated_at LIMIT $1", limit))
+
+
+async def clear_points_pending(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE orders SET points_pending = false WHERE id = $1", order_id)

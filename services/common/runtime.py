@@ -75,7 +75,9 @@ async def start_infra(settings: ServiceSettings, service_dir: Path) -> Infra:
     )
     async with pool.acquire() as conn:
         await migrate(conn, schema=settings.schema, service_dir=service_dir)
-    bus = await Bus.connect(settings.nats_url, name=settings.service_name)
+    bus = await Bus.connect(
+        settings.nats_url, name=settings.service_name, replicas=settings.nats_stream_replicas
+    )
     await bus.ensure_streams()
     relay = OutboxRelay(dsn, bus, schema=settings.schema)
     return Infra(settings=settings, pool=pool, bus=bus, relay=relay)

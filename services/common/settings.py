@@ -21,6 +21,8 @@ class ServiceSettings(BaseSettings):
         description="postgresql:// URL of this service's own login role; its schema is its name",
     )
     nats_url: str = "nats://127.0.0.1:4222"
+    # JetStream replicas for the streams this service creates: 3 on a NATS cluster.
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     # Shared secret from which each service's identity token for gRPC is derived.

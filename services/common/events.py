@@ -22,6 +22,8 @@ SUBJECTS: dict[str, type[Message]] = {
     "orders.product.created": ev.ProductChanged,
     "orders.product.updated": ev.ProductChanged,
     "orders.stock.changed": ev.StockChanged,
+    "orders.merchant.created": ev.MerchantChanged,
+    "orders.merchant.key_rotated": ev.MerchantChanged,
     "payments.payment.authorized": ev.PaymentChanged,
     "payments.payment.captured": ev.PaymentChanged,
     "payments.payment.voided": ev.PaymentChanged,

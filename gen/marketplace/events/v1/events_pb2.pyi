@@ -181,3 +181,15 @@ class StockChanged(_message.Message):
     stock: int
     reason: str
     def __init__(self, sku_id: _Optional[str] = ..., product_id: _Optional[str] = ..., delta: _Optional[int] = ..., stock: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class MerchantChanged(_message.Message):
+    __slots__ = ("merchant_id", "name", "api_key_hash", "occurred_at")
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_HASH_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    merchant_id: str
+    name: str
+    api_key_hash: str
+    occurred_at: _timestamp_pb2.Timestamp
+    def __init__(self, merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -110,7 +110,9 @@ async def _up(paths: DataPaths, ports: Ports, env: Mapping[str, str], seed: bool
         await _start_services(stack, dsns, ports, secrets, paths, stop, children)
         if seed:
             with step("seed data"):
-                outcome = await launcher.seed_if_empty(dsns)
+                outcome = await launcher.seed_if_empty(
+                    dsns, membership_url=f"http://127.0.0.1:{ports.http['membership']}"
+                )
             print(f"    {outcome}")
         print_summary(stack, ports, secrets, paths)
         await launcher.supervise(children, stop)

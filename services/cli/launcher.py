@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
-import inspect
 import os
 import signal
 import subprocess
@@ -216,20 +215,12 @@ def step(label: str) -> Iterator[None]:
     print(f"ok      {time.monotonic() - started:5.1f}s", flush=True)
 
 
-async def seed_if_empty(dsns: Mapping[str, str]) -> str:
-    """Seed through seeds.seed (another module) when the catalog is empty."""
-    try:
-        seed = importlib.import_module("seeds.seed")  # lazy: written separately, heavy
-    except ModuleNotFoundError as exc:
-        if exc.name in ("seeds", "seeds.seed"):
-            return "skipped: seeds/seed.py does not exist yet"
-        raise
-    fn = seed.seed_if_empty
-    if inspect.iscoroutinefunction(fn):
-        seeded = await fn(dict(dsns), progress=True)
-    else:
-        seeded = await asyncio.to_thread(fn, dict(dsns), progress=True)
-    return "seeded the catalog" if seeded else "catalog already has data"
+async def seed_if_empty(dsns: Mapping[str, str], *, membership_url: str) -> str:
+    """Seed the catalog and the demo members when the catalog is empty."""
+    from seeds.seed import seed_if_empty as seed  # heavy: only `up` needs it
+
+    seeded = await seed(dict(dsns), membership_url=membership_url, progress=True)
+    return "seeded the catalog and demo members" if seeded else "catalog already has data"
 
 
 def local_auditor_dsn(paths: DataPaths | None = None) -> str:

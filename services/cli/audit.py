@@ -33,35 +33,60 @@ CheckFn = Callable[[asyncpg.Connection], Awaitable[Check]]
 
 
 async def check_payments_match_orders(conn: asyncpg.Connection) -> Check:
-    """Confirmed: one captured payment of the order's total; cancelled: nothing kept."""
+    """Per order, captured - refunded is what orders believes: CONFIRMED its total, else 0."""
     rows = await conn.fetch(
         """
-        SELECT o.id, o.status, o.total, count(p.id) AS payments,
-               coalesce(sum(p.captured), 0) AS captured,
-               coalesce(sum(p.refunded), 0) AS refunded
-          FROM orders.orders o
-          LEFT JOIN payments.payments p ON p.order_id = o.id
+        SELECT o.id, o.status, o.total, p.id AS payment_id,
+               coalesce(p.captured, 0) AS captured, coalesce(p.refunded, 0) AS refunded
+          FROM orders.orders o LEFT JOIN payments.payments p ON p.order_id = o.id
          WHERE o.status <> 'PENDING'
-         GROUP BY o.id, o.status, o.total
         """
     )
     bad = []
     for r in rows:
         kept = r["captured"] - r["refunded"]
-        if r["status"] == "CONFIRMED" and (
-            r["payments"] != 1 or r["captured"] != r["total"] or r["refunded"] != 0
-        ):
+        expected = r["total"] if r["status"] == "CONFIRMED" else 0
+        if r["status"] == "CONFIRMED" and r["payment_id"] is None:
+            bad.append(f"order {r['id']} is CONFIRMED for {r['total']} but has no payment")
+        elif kept != expected:
             bad.append(
-                f"order {r['id']} CONFIRMED for {r['total']} but {r['payments']} "
-                f"payment(s) captured {r['captured']}, refunded {r['refunded']}"
+                f"order {r['id']} is {r['status']} (so {expected} kept) but payment "
+                f"{r['payment_id']} keeps {kept} (captured {r['captured']} - refunded "
+                f"{r['refunded']})"
             )
-        elif r["status"] == "REFUNDED" and (r["payments"] != 1 or kept != 0):
-            bad.append(f"order {r['id']} REFUNDED but {kept} still kept")
-        elif r["status"] == "CANCELLED" and r["captured"] != 0:
-            bad.append(f"order {r['id']} CANCELLED but {r['captured']} captured")
-    return Check(
-        "every confirmed order has exactly one captured payment of its total", len(rows), bad
+    return Check("per order, captured - refunded equals what orders believes", len(rows), bad)
+
+
+async def check_merchant_payables(conn: asyncpg.Connection) -> Check:
+    """The journal's payable per merchant (and the platform's commission) equals the captures
+    net of commission, less refunds net of the commission they return (floor(k * R / C))."""
+    rows = await conn.fetch(
+        r"""
+        WITH p AS (
+          SELECT merchant_id, captured, commission, refunded,
+                 CASE WHEN captured > 0 THEN commission * refunded / captured ELSE 0 END AS back
+            FROM payments.payments),
+        expected AS (
+          SELECT 'merchant_payable:' || merchant_id AS account,
+                 sum(captured - commission - (refunded - back)) AS amount
+            FROM p GROUP BY merchant_id
+          UNION ALL
+          SELECT 'platform_commission', coalesce(sum(commission - back), 0) FROM p),
+        journal AS (
+          SELECT account, sum(amount) AS amount FROM payments.journal_lines
+           WHERE account LIKE 'merchant\_payable:%' OR account = 'platform_commission'
+           GROUP BY account)
+        SELECT account, coalesce(e.amount, 0) AS expected, coalesce(j.amount, 0) AS journal
+          FROM expected e FULL JOIN journal j USING (account)
+        """
     )
+    bad = [
+        f"{r['account']}: the journal holds {r['journal']} but the payments' captures net of "
+        f"commission and refunds come to {r['expected']}"
+        for r in rows
+        if r["expected"] != r["journal"]
+    ]
+    return Check("each merchant's payable in the journal matches its payments", len(rows), bad)
 
 
 async def check_no_orphan_charges(conn: asyncpg.Connection) -> Check:
@@ -171,6 +196,7 @@ CHECKS: list[CheckFn] = [
     check_no_orphan_charges,
     check_stock_conservation,
     check_ledger_balanced,
+    check_merchant_payables,
     check_no_stuck_orders,
     audit_points.check_points,
     check_gmv,

@@ -1,4 +1,4 @@
-"""Composition root: infrastructure, the processor behind its breaker, REST and gRPC."""
+"""Composition root: infrastructure, the processor behind its breaker, REST, gRPC, consumer."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from fastapi import FastAPI
 from grpc import aio
 from marketplace.payments.v1 import payments_pb2_grpc
 
-from services.common import auth, grpcutil, runtime, web
-from services.payments import service
+from services.common import auth, grpcutil, inbox, runtime, web
+from services.payments import handlers, service
+from services.payments.api import refunds, routes
 from services.payments.api.deps import ApiContext
-from services.payments.api.routes import router
 from services.payments.breaker import CircuitBreaker
 from services.payments.gateway import ProcessorGateway
 from services.payments.processor import CardProcessor, SimulatedProcessor
@@ -63,8 +63,14 @@ async def start(settings: PaymentsSettings, *, processor: CardProcessor | None =
     app.state.ctx = ApiContext(
         pool=infra.pool, verifier=auth.JwksVerifier(settings.jwks_url),
         admin_api_key=settings.admin_api_key.get_secret_value(), currency=settings.currency,
+        payments=deps,
     )
-    app.include_router(router)
+    app.include_router(routes.router)
+    app.include_router(refunds.router)
+    infra.consumers.append(inbox.Consumer(
+        pool=infra.pool, bus=infra.bus, name=handlers.CONSUMER, stream=handlers.STREAM,
+        subjects=handlers.SUBJECTS, handler=handlers.handle,
+    ))
     grpc_server = grpcutil.server(settings.internal_auth_secret.get_secret_value(), ALLOWED_CALLERS)
     payments_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(deps), grpc_server)
     return Service(

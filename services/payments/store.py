@@ -71,14 +71,15 @@ async def get_by_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> Payment
 
 
 async def list_payments(
-    conn: asyncpg.Connection, *, order_id: uuid.UUID | None, after_seq: int | None, limit: int
+    conn: asyncpg.Connection, *, order_id: uuid.UUID | None = None,
+    merchant_id: uuid.UUID | None = None, after_seq: int | None, limit: int,
 ) -> list[PaymentRow]:
-    """Newest first; `after_seq` continues a previous page."""
+    """Newest first, optionally of one order and/or one merchant; `after_seq` continues."""
     records = await conn.fetch(
         f"SELECT {_COLUMNS} FROM payments "
-        "WHERE ($1::uuid IS NULL OR order_id = $1) AND ($2::bigint IS NULL OR seq < $2) "
-        "ORDER BY seq DESC LIMIT $3",
-        order_id, after_seq, limit,
+        "WHERE ($1::uuid IS NULL OR order_id = $1) AND ($2::uuid IS NULL OR merchant_id = $2) "
+        "AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq DESC LIMIT $4",
+        order_id, merchant_id, after_seq, limit,
     )
     return [r for r in map(_row, records) if r is not None]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel
+from marketplace.payments.v1 import payments_pb2 as pb
+from pydantic import BaseModel, Field
 
+from services.common import errors
 from services.payments.store import PaymentRow
 
 
@@ -60,3 +62,47 @@ class MerchantBalance(BaseModel):
     merchant_id: uuid.UUID
     # What the platform owes the merchant: captures net of commission, less refunds.
     balance: Money
+
+
+class RefundRequest(BaseModel):
+    """An admin refund: `amount` in fen (Money or a bare integer); omitted, all that remains."""
+
+    amount: Money | int | None = None
+    reason: str = Field(min_length=1, max_length=500)
+
+    def fen(self, currency: str) -> int:
+        """The amount asked for in fen, 0 for "everything still refundable"."""
+        if self.amount is None:
+            return 0
+        if isinstance(self.amount, Money):
+            if self.amount.currency != currency:
+                raise errors.validation_error("amount.currency", f"must be {currency}")
+            fen = self.amount.amount
+        else:
+            fen = self.amount
+        if fen <= 0:
+            raise errors.validation_error("amount", "must be a positive number of fen")
+        return fen
+
+
+class RefundOut(BaseModel):
+    """The payment as the refund left it (a replay answers the same)."""
+
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    status: str
+    amount: Money
+    captured: Money
+    refunded: Money
+
+    @classmethod
+    def of(cls, p: pb.Payment) -> RefundOut:
+        def money(amount: int) -> Money:
+            return Money(amount=amount, currency=p.amount.currency)
+
+        return cls(
+            payment_id=uuid.UUID(p.id), order_id=uuid.UUID(p.order_id),
+            status=pb.PaymentStatus.Name(p.status).removeprefix("PAYMENT_STATUS_"),
+            amount=money(p.amount.amount), captured=money(p.captured),
+            refunded=money(p.refunded),
+        )

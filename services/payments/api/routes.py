@@ -1,4 +1,4 @@
-"""Payment look-ups: the paying member, admins; merchant balances (admin for now)."""
+"""Payment look-ups: the paying member, admins; a merchant's balance for itself or admins."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from services.common import errors
 from services.payments import store
-from services.payments.api.deps import Admin, Conn, Context, CurrentMember
+from services.payments.api.deps import Admin, Conn, Context, CurrentMember, MerchantOrAdmin
 from services.payments.api.models import (
     AdminPaymentOut,
     MerchantBalance,
@@ -36,19 +36,26 @@ async def get_payment(payment_id: uuid.UUID, member: CurrentMember, conn: Conn) 
 async def list_payments(
     conn: Conn,
     order_id: uuid.UUID | None = None,
+    merchant_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> PaymentPage:
-    after_seq = _parse_cursor(cursor)
-    rows = await store.list_payments(conn, order_id=order_id, after_seq=after_seq, limit=limit)
+    """Newest first; filter by `order_id` and/or `merchant_id`; `next_cursor` continues."""
+    rows = await store.list_payments(
+        conn, order_id=order_id, merchant_id=merchant_id, after_seq=_parse_cursor(cursor),
+        limit=limit,
+    )
     next_cursor = str(rows[-1].seq) if len(rows) == limit else None
     return PaymentPage(items=[AdminPaymentOut.of(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get(
-    "/merchants/{merchant_id}/balance", response_model=MerchantBalance, dependencies=[Admin]
-)
-async def merchant_balance(merchant_id: uuid.UUID, conn: Conn, ctx: Context) -> MerchantBalance:
+@router.get("/merchants/{merchant_id}/balance", response_model=MerchantBalance)
+async def merchant_balance(
+    merchant_id: uuid.UUID, caller: MerchantOrAdmin, conn: Conn, ctx: Context
+) -> MerchantBalance:
+    """What the platform owes the merchant; a merchant sees only its own (others 404)."""
+    if not caller.may_read(merchant_id):
+        raise errors.not_found(f"merchant {merchant_id}")
     balance = await store.merchant_balance(conn, merchant_id=merchant_id, currency=ctx.currency)
     return MerchantBalance(
         merchant_id=merchant_id, balance=Money(amount=balance, currency=ctx.currency)

@@ -181,3 +181,46 @@ async def test_jwks_publishes_the_signing_key(membership: Running) -> None:
     assert {k: keys[0][k] for k in ("kty", "crv", "alg", "use")} == {
         "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig"}
     assert keys[0]["kid"] and "d" not in keys[0]
+
+
+async def test_each_invalid_field_is_named_in_the_422(membership: Running) -> None:
+    # Checked by the domain rules: one entry per field, whatever else is wrong.
+    form = member_form(email="li@", password="password", name=" ", birth_year=1899,
+                       region="CN-XX", gender="unknown")
+    ruled = await membership.http.post("/v1/members", json=form)
+    # Checked by the request schema: a missing field and a mistyped one.
+    shaped = await membership.http.post(
+        "/v1/members", json={k: v for k, v in member_form(birth_year="nineteen").items()
+                             if k != "region"}
+    )
+
+    assert ruled.status_code == shaped.status_code == 422
+    assert [e["field"] for e in ruled.json()["errors"]] == [
+        "email", "password", "password", "name", "birth_year", "region", "gender"]
+    assert {e["field"] for e in shaped.json()["errors"]} == {"birth_year", "region"}
+    assert all(e["message"] for e in ruled.json()["errors"] + shaped.json()["errors"])
+    async with membership.service.infra.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM members") == 0
+
+
+async def test_sign_in_attempts_are_rate_limited_per_client_address(
+    start_membership: StartMembership,
+) -> None:
+    membership = await start_membership(login_attempts_per_client=3)
+    member = await register(membership.http)
+    # Different emails each time: only the client address ties the attempts together.
+    spray = [{"email": f"guess{i}@example.cn", "password": "Wrong-password-1"} for i in range(2)]
+
+    answers = [
+        (await membership.http.post("/v1/auth/token", json=body)).status_code for body in spray
+    ]
+    allowed = await membership.http.post(
+        "/v1/auth/token", json={"email": member["email"], "password": PASSWORD})
+    limited = await membership.http.post(
+        "/v1/auth/token", json={"email": member["email"], "password": PASSWORD})
+
+    assert answers == [401, 401]
+    assert allowed.status_code == 200
+    assert limited.status_code == 429
+    assert "client" in limited.json()["detail"]
+    assert int(limited.headers["Retry-After"]) >= 1

@@ -1,0 +1,96 @@
+"""`marketplace audit` on real payments data: clean as made, and one corrupted row is caught."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+from marketplace.payments.v1 import payments_pb2 as pb
+
+from services.cli.audit import Check, report, run_audit
+from services.common.migrations import migrate_service
+from tests.integration.payments.harness import Running, authorize_request
+
+MATCH = "per order, captured - refunded equals what orders believes"
+PAYABLES = "each merchant's payable in the journal matches its payments"
+
+
+async def _paid(payments: Running, merchant: uuid.UUID, amount: int, *, refund: int = -1,
+                token: str = "tok_visa") -> pb.Payment:
+    """Authorize and capture; refund `refund` fen (0: all) when ≥ 0."""
+    stub = payments.stub
+    p = await stub.Authorize(authorize_request(merchant_id=merchant, amount=amount, token=token))
+    if token != "tok_visa":
+        return p
+    p = await stub.Capture(pb.CaptureRequest(idempotency_key=f"c-{p.id}", payment_id=p.id))
+    if refund >= 0:
+        p = await stub.Refund(pb.RefundRequest(idempotency_key=f"r-{p.id}", payment_id=p.id,
+                                               amount=refund))
+    return p
+
+
+async def _insert_order(admin: asyncpg.Connection, p: pb.Payment, status: str) -> None:
+    """The order as orders would hold it (orders itself is not running in this test)."""
+    now = datetime.now(UTC)
+    await admin.execute(
+        "INSERT INTO orders.orders (id, member_id, status, subtotal, discount, points_redeemed, "
+        "total, payment_token, payment_id, idempotency_key, payment_deadline, retry_at) "
+        "VALUES ($1, $2, $3, $4, 0, 0, $4, 'tok_visa', $5, $6, $7, $7)",
+        uuid.UUID(p.order_id), uuid.UUID(p.member_id), status, p.amount.amount,
+        uuid.UUID(p.id), f"idem-{p.order_id}", now,
+    )
+
+
+async def _checks(payments: Running) -> dict[str, Check]:
+    # settle 0: the event-driven checks (points, GMV) have no services behind them here.
+    results = await run_audit(payments.db.auditor_dsn, settle_s=0)
+    return {c.name: c for c in results}
+
+
+async def test_the_audit_catches_one_corrupted_row(payments: Running) -> None:
+    db = payments.db
+    for service in ("orders", "membership", "analytics"):
+        await migrate_service(db.dsn(service), service)
+    merchant = uuid.uuid4()
+    kept = await _paid(payments, merchant, 10_000)
+    partly = await _paid(payments, merchant, 9_999, refund=3_333)
+    refunded = await _paid(payments, merchant, 5_000, refund=0)
+    declined = await _paid(payments, merchant, 3_000, token="tok_chargeDeclined")
+    admin = await asyncpg.connect(db.admin_dsn)
+    try:
+        await _insert_order(admin, kept, "CONFIRMED")
+        await _insert_order(admin, refunded, "REFUNDED")
+        await _insert_order(admin, declined, "CANCELLED")
+        clean = await _checks(payments)
+        assert clean[MATCH].ok and clean[MATCH].checked == 3, clean[MATCH].violations
+        assert clean[PAYABLES].ok and clean[PAYABLES].checked == 2, clean[PAYABLES].violations
+
+        # Orders believes a different total than payments captured.
+        await admin.execute("UPDATE orders.orders SET subtotal = 10100, total = 10100 "
+                            "WHERE id = $1", uuid.UUID(kept.order_id))
+        results = await _checks(payments)
+        assert results[MATCH].violations == [
+            f"order {kept.order_id} is CONFIRMED (so 10100 kept) but payment {kept.id} keeps "
+            "10000 (captured 10000 - refunded 0)"
+        ]
+        assert f"[FAIL] {MATCH}: 3 checked, 1 violations" in report(list(results.values()),
+                                                                   as_json=False)
+        await admin.execute("UPDATE orders.orders SET subtotal = 10000, total = 10000 "
+                            "WHERE id = $1", uuid.UUID(kept.order_id))
+
+        # The payment row claims more commission than the journal took from the merchant.
+        await admin.execute("UPDATE payments.payments SET commission = commission + 1 "
+                            "WHERE id = $1", uuid.UUID(partly.id))
+        results = await _checks(payments)
+        assert results[MATCH].ok
+        # 9 999 captured, 499 commission, 3 333 refunded returning 166: 9 500 - 3 167 + 9 500.
+        assert results[PAYABLES].violations == [
+            f"merchant_payable:{merchant}: the journal holds 15833 but the payments' captures "
+            "net of commission and refunds come to 15832",
+            "platform_commission: the journal holds 833 but the payments' captures net of "
+            "commission and refunds come to 834",
+        ]
+    finally:
+        await admin.close()
+

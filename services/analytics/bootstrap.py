@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from grpc import aio
 
-from services.analytics import handlers
-from services.analytics.api import reports
+from services.analytics import handlers, metrics
+from services.analytics.api import dashboard, insights, reports, views
+from services.analytics.batch import BatchConsumer
+from services.analytics.handlers import BatchHandler
+from services.analytics.live import Broadcaster
 from services.analytics.settings import AnalyticsSettings
 from services.common import runtime, web
-from services.common.inbox import Consumer, Handler
 
 # Durable consumer name → (stream, subjects, handler): one pull consumer per stream.
-CONSUMERS: dict[str, tuple[str, str, Handler]] = {
+CONSUMERS: dict[str, tuple[str, str, BatchHandler]] = {
     "analytics-orders": ("ORDERS", "orders.>", handlers.on_order_event),
     "analytics-payments": ("PAYMENTS", "payments.>", handlers.on_payment_event),
     "analytics-membership": ("MEMBERSHIP", "membership.>", handlers.on_membership_event),
@@ -33,27 +37,63 @@ class Service:
     tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
 
 
+def _batch_consumers(infra: runtime.Infra) -> list[BatchConsumer]:
+    return [c for c in infra.consumers if isinstance(c, BatchConsumer)]
+
+
+def _readiness(infra: runtime.Infra) -> web.ReadinessCheck:
+    """The shared readiness, plus each consumer's newest applied event's age."""
+
+    async def check() -> dict[str, Any]:
+        detail = await infra.readiness()
+        now = datetime.now(UTC)
+        for c in _batch_consumers(infra):
+            item = detail["consumers"]["items"].get(c.name)
+            if item is not None:
+                item["last_event_age_s"] = c.last_event_age(now)
+                item["batch_fallbacks"] = c.fallbacks_total
+        return detail
+
+    return check
+
+
+async def _refresh_gauges(infra: runtime.Infra) -> None:
+    while True:
+        now = datetime.now(UTC)
+        for c in _batch_consumers(infra):
+            age = c.last_event_age(now)
+            if age is not None:
+                metrics.LAST_EVENT_AGE.labels(c.name).set(age)
+            metrics.BATCH_FALLBACKS.labels(c.name).set(c.fallbacks_total)
+        await asyncio.sleep(1)
+
+
 def create_app(settings: AnalyticsSettings, infra: runtime.Infra) -> FastAPI:
     app = web.create_app(
         title="Marketplace analytics",
-        description="Live GMV, top products and payment health, projected from events.",
-        readiness=infra.readiness,
+        description="Live GMV, operator views, brand insights and the live dashboard, "
+                    "projected from events.",
+        readiness=_readiness(infra),
         max_in_flight=settings.max_in_flight,
     )
     app.state.settings = settings
     app.state.pool = infra.pool
-    app.include_router(reports.router)
+    app.state.broadcaster = Broadcaster(infra.pool)
+    for module in (reports, views, insights, dashboard):
+        app.include_router(module.router)
     return app
 
 
 async def start(settings: AnalyticsSettings) -> Service:
     infra = await runtime.start_infra(settings, Path(__file__).parent)
     for name, (stream, subjects, handler) in CONSUMERS.items():
-        infra.consumers.append(Consumer(
+        infra.consumers.append(BatchConsumer(
             pool=infra.pool, bus=infra.bus, name=name, stream=stream, subjects=[subjects],
-            handler=handler, batch_size=settings.consumer_batch_size,
+            batch_handler=handler, batch_size=settings.consumer_batch_size,
         ))
-    return Service(infra=infra, app=create_app(settings, infra))
+    return Service(
+        infra=infra, app=create_app(settings, infra), tasks=[_refresh_gauges(infra)]
+    )
 
 
 async def main(settings: AnalyticsSettings) -> None:

@@ -1,4 +1,9 @@
-"""What analytics does when an event arrives; the inbox runs each in its own savepoint."""
+"""What analytics does when an event arrives.
+
+Each handler reads and writes per-order state on the connection and queues its bucket
+writes on the batch's `Writes`; the caller (batch or per-event) flushes them in the same
+transaction as the inbox rows.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,16 @@ import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 from marketplace.events.v1 import events_pb2 as ev
 
-from services.analytics import metrics, store
+from services.analytics import store
 from services.analytics.domain import orders
 from services.analytics.domain.payments import normalise_status, status_rank
-from services.analytics.domain.window import minute_of
+from services.analytics.writes import LineSale, Writes
 from services.common.events import Event
+from services.common.inbox import Handler
 
 Step = Callable[[orders.OrderFact], orders.Outcome]
-SubjectHandler = Callable[[asyncpg.Connection, Event, Any], Awaitable[None]]
+SubjectHandler = Callable[[asyncpg.Connection, Event, Any, Writes], Awaitable[None]]
+BatchHandler = Callable[[asyncpg.Connection, Event, Writes], Awaitable[None]]
 
 
 def _uuid(raw: str) -> uuid.UUID:
@@ -37,29 +44,32 @@ def _when(ts: Timestamp, event: Event) -> datetime:
 
 
 async def _apply(
-    conn: asyncpg.Connection, order_id: str, member_id: str, step: Step
-) -> list[orders.Contribution]:
-    """Run one transition on the locked order row and book what it contributes."""
+    conn: asyncpg.Connection, writes: Writes, order_id: str, member_id: str, step: Step,
+    at: datetime,
+) -> bool:
+    """Run one transition on the locked order row; queue what it contributes."""
     oid = _uuid(order_id)
     fact, contributions = step(await store.lock_order(conn, oid))
     await store.save_order(conn, oid, _maybe_uuid(member_id), fact)
-    await store.add_contributions(conn, contributions)
-    return contributions
+    writes.contribute(contributions, at)
+    return bool(contributions)
 
 
-async def _placed(conn: asyncpg.Connection, event: Event, msg: ev.OrderPlaced) -> None:
-    await _apply(conn, msg.order_id, msg.member_id,
-                 lambda f: orders.placed(f, total=msg.total.amount))
+async def _placed(conn: asyncpg.Connection, event: Event, msg: ev.OrderPlaced, w: Writes) -> None:
+    await _apply(conn, w, msg.order_id, msg.member_id,
+                 lambda f: orders.placed(f, total=msg.total.amount), event.time)
 
 
-async def _confirmed(conn: asyncpg.Connection, event: Event, msg: ev.OrderConfirmed) -> None:
+async def _confirmed(
+    conn: asyncpg.Connection, event: Event, msg: ev.OrderConfirmed, w: Writes
+) -> None:
     at = _when(msg.confirmed_at, event)
-    booked = await _apply(conn, msg.order_id, msg.member_id,
-                          lambda f: orders.confirmed(f, total=msg.total.amount, at=at))
+    booked = await _apply(conn, w, msg.order_id, msg.member_id,
+                          lambda f: orders.confirmed(f, total=msg.total.amount, at=at), at)
     if not booked:
         return  # confirmed before (a republished event): its lines are already counted
-    await store.add_product_sales(conn, minute_of(at), [
-        store.LineSale(
+    w.sell(_uuid(msg.order_id), _maybe_uuid(msg.member_id), at, [
+        LineSale(
             sku_id=_uuid(line.sku_id),
             product_id=_uuid(line.product_id),
             merchant_id=_maybe_uuid(line.merchant_id),
@@ -69,18 +79,28 @@ async def _confirmed(conn: asyncpg.Connection, event: Event, msg: ev.OrderConfir
         )
         for line in msg.lines
     ])
-    lag = (datetime.now(UTC) - event.time).total_seconds()
-    metrics.CONFIRMATION_TO_GMV.observe(max(lag, 0.0))
+    w.confirmed_at.append(event.time)
 
 
-async def _cancelled(conn: asyncpg.Connection, event: Event, msg: ev.OrderCancelled) -> None:
-    await _apply(conn, msg.order_id, msg.member_id, orders.cancelled)
+async def _cancelled(
+    conn: asyncpg.Connection, event: Event, msg: ev.OrderCancelled, w: Writes
+) -> None:
+    await _apply(conn, w, msg.order_id, msg.member_id, orders.cancelled, event.time)
 
 
-async def _refunded(conn: asyncpg.Connection, event: Event, msg: ev.OrderRefunded) -> None:
+async def _refunded(
+    conn: asyncpg.Connection, event: Event, msg: ev.OrderRefunded, w: Writes
+) -> None:
     at = _when(msg.refunded_at, event)
-    await _apply(conn, msg.order_id, msg.member_id,
-                 lambda f: orders.refunded(f, amount=msg.refunded.amount, at=at))
+    await _apply(conn, w, msg.order_id, msg.member_id,
+                 lambda f: orders.refunded(f, amount=msg.refunded.amount, at=at), at)
+
+
+async def _merchant(
+    conn: asyncpg.Connection, event: Event, msg: ev.MerchantChanged, w: Writes
+) -> None:
+    w.merge(store.MERGE_MERCHANT, _uuid(msg.merchant_id), msg.name, msg.api_key_hash,
+            _when(msg.occurred_at, event))
 
 
 _ORDER_SUBJECTS: dict[str, SubjectHandler] = {
@@ -88,46 +108,48 @@ _ORDER_SUBJECTS: dict[str, SubjectHandler] = {
     "orders.order.confirmed": _confirmed,
     "orders.order.cancelled": _cancelled,
     "orders.order.refunded": _refunded,
+    "orders.merchant.created": _merchant,
+    "orders.merchant.key_rotated": _merchant,
 }
 
 
-async def on_order_event(conn: asyncpg.Connection, event: Event) -> None:
-    """orders.>: order events feed orders_fact, gmv_minute and product_sales."""
+async def on_order_event(conn: asyncpg.Connection, event: Event, writes: Writes) -> None:
+    """orders.>: orders feed orders_fact and the buckets; merchants feed `merchants`."""
     handler = _ORDER_SUBJECTS.get(event.subject)
-    if handler is not None:  # products and stock are not projected yet
-        await handler(conn, event, event.message())
+    if handler is not None:  # products and stock are not projected
+        await handler(conn, event, event.message(), writes)
 
 
-async def on_payment_event(conn: asyncpg.Connection, event: Event) -> None:
+async def on_payment_event(conn: asyncpg.Connection, event: Event, writes: Writes) -> None:
     """payments.>: every payment event merges into payments_fact."""
     msg: ev.PaymentChanged = event.message()
     status = normalise_status(msg.status, event.subject)
-    await store.upsert_payment(
-        conn,
-        payment_id=_uuid(msg.payment_id),
-        order_id=_maybe_uuid(msg.order_id),
-        member_id=_maybe_uuid(msg.member_id),
-        status=status,
-        status_rank=status_rank(status),
-        amount=msg.amount.amount,
-        captured=msg.captured,
-        refunded=msg.refunded,
-        decline_code=msg.decline_code,
-        at=_when(msg.occurred_at, event),
+    writes.merge(
+        store.MERGE_PAYMENT, _uuid(msg.payment_id), _maybe_uuid(msg.order_id),
+        _maybe_uuid(msg.member_id), status, status_rank(status), msg.amount.amount,
+        msg.captured, msg.refunded, msg.decline_code, _when(msg.occurred_at, event),
     )
 
 
-async def on_membership_event(conn: asyncpg.Connection, event: Event) -> None:
+async def on_membership_event(conn: asyncpg.Connection, event: Event, writes: Writes) -> None:
     """membership.>: demographics and tiers into members_dim; points are not projected."""
     if event.subject == "membership.member.registered":
         reg: ev.MemberRegistered = event.message()
-        await store.upsert_member(
-            conn, member_id=_uuid(reg.member_id), age_band=reg.age_band, region=reg.region,
-            gender=reg.gender, registered_at=_when(reg.registered_at, event),
-        )
+        writes.merge(store.MERGE_MEMBER, _uuid(reg.member_id), reg.age_band, reg.region,
+                     reg.gender, _when(reg.registered_at, event))
     elif event.subject == "membership.tier.changed":
         change: ev.TierChanged = event.message()
-        await store.set_member_tier(
-            conn, member_id=_uuid(change.member_id), tier=change.new_tier,
-            changed_at=_when(change.changed_at, event),
-        )
+        writes.merge(store.MERGE_TIER, _uuid(change.member_id), change.new_tier,
+                     _when(change.changed_at, event))
+
+
+def per_event(handler: BatchHandler) -> Handler:
+    """The handler as the shared inbox runs it: one event, its writes flushed at once."""
+
+    async def apply_one(conn: asyncpg.Connection, event: Event) -> None:
+        writes = Writes()
+        await handler(conn, event, writes)
+        await writes.flush(conn)
+        writes.observe_latency(datetime.now(UTC))
+
+    return apply_one

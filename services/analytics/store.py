@@ -1,15 +1,17 @@
-"""SQL for the analytics projections (schema `analytics`)."""
+"""SQL for the analytics projections (schema `analytics`).
+
+Per-order state is read and written row by row (a transition depends on it); every
+other table is merged by SQL that gives the same row whatever order events arrive in,
+queued on a `Writes` and sent when the batch flushes.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
-from services.analytics.domain.orders import Contribution, OrderFact
+from services.analytics.domain.orders import OrderFact
 
 
 async def lock_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> OrderFact:
@@ -39,107 +41,60 @@ async def save_order(
     )
 
 
-async def add_contributions(conn: asyncpg.Connection, items: Iterable[Contribution]) -> None:
-    for c in items:
-        await conn.execute(
-            "INSERT INTO gmv_minute (minute, gmv, refunds, orders) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (minute) DO UPDATE SET gmv = gmv_minute.gmv + EXCLUDED.gmv, "
-            "refunds = gmv_minute.refunds + EXCLUDED.refunds, "
-            "orders = gmv_minute.orders + EXCLUDED.orders",
-            c.minute, c.gmv, c.refunds, c.orders,
-        )
+# $1 payment_id, $2 order_id, $3 member_id, $4 status, $5 status_rank, $6 amount,
+# $7 captured, $8 refunded, $9 decline_code, $10 occurred at. Amounts only grow, status
+# only moves forward.
+MERGE_PAYMENT = """
+    INSERT INTO payments_fact (payment_id, order_id, member_id, status, status_rank, amount,
+                               captured, refunded, decline_code, first_seen_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+    ON CONFLICT (payment_id) DO UPDATE SET
+        order_id = COALESCE(payments_fact.order_id, EXCLUDED.order_id),
+        member_id = COALESCE(payments_fact.member_id, EXCLUDED.member_id),
+        status = CASE WHEN EXCLUDED.status_rank > payments_fact.status_rank
+                      THEN EXCLUDED.status ELSE payments_fact.status END,
+        status_rank = GREATEST(payments_fact.status_rank, EXCLUDED.status_rank),
+        amount = GREATEST(payments_fact.amount, EXCLUDED.amount),
+        captured = GREATEST(payments_fact.captured, EXCLUDED.captured),
+        refunded = GREATEST(payments_fact.refunded, EXCLUDED.refunded),
+        decline_code = GREATEST(payments_fact.decline_code, EXCLUDED.decline_code),
+        first_seen_at = LEAST(payments_fact.first_seen_at, EXCLUDED.first_seen_at),
+        updated_at = GREATEST(payments_fact.updated_at, EXCLUDED.updated_at)
+"""
+
+# $1 member_id, $2 age_band, $3 region, $4 gender, $5 registered_at.
+MERGE_MEMBER = (
+    "INSERT INTO members_dim (member_id, age_band, region, gender, registered_at) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (member_id) DO UPDATE SET "
+    "age_band = EXCLUDED.age_band, region = EXCLUDED.region, gender = EXCLUDED.gender, "
+    "registered_at = EXCLUDED.registered_at"
+)
+
+# $1 member_id, $2 tier, $3 changed_at: the tier of the latest change, whichever arrives last.
+MERGE_TIER = (
+    "INSERT INTO members_dim (member_id, tier, tier_changed_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT (member_id) DO UPDATE SET "
+    "tier = CASE WHEN members_dim.tier_changed_at IS NULL "
+    "OR EXCLUDED.tier_changed_at >= members_dim.tier_changed_at "
+    "THEN EXCLUDED.tier ELSE members_dim.tier END, "
+    "tier_changed_at = GREATEST(members_dim.tier_changed_at, EXCLUDED.tier_changed_at)"
+)
+
+# $1 merchant_id, $2 name, $3 api_key_hash, $4 occurred_at: the key of the latest change.
+MERGE_MERCHANT = (
+    "INSERT INTO merchants (merchant_id, name, api_key_hash, key_set_at) "
+    "VALUES ($1, $2, $3, $4) ON CONFLICT (merchant_id) DO UPDATE SET "
+    # Merchants are never renamed: keep the one non-empty name, whichever event carried it.
+    "name = CASE WHEN merchants.name = '' THEN EXCLUDED.name ELSE merchants.name END, "
+    "api_key_hash = CASE WHEN (EXCLUDED.key_set_at, EXCLUDED.api_key_hash) > "
+    "(merchants.key_set_at, merchants.api_key_hash) "
+    "THEN EXCLUDED.api_key_hash ELSE merchants.api_key_hash END, "
+    "key_set_at = GREATEST(merchants.key_set_at, EXCLUDED.key_set_at)"
+)
 
 
-@dataclass(frozen=True, slots=True)
-class LineSale:
-    sku_id: uuid.UUID
-    product_id: uuid.UUID
-    merchant_id: uuid.UUID | None
-    category: str
-    units: int
-    gmv: int
-
-
-async def add_product_sales(
-    conn: asyncpg.Connection, minute: datetime, lines: Sequence[LineSale]
-) -> None:
-    if not lines:
-        return
-    await conn.executemany(
-        "INSERT INTO product_sales (minute, sku_id, product_id, merchant_id, category, units, gmv) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (minute, sku_id) DO UPDATE SET "
-        "units = product_sales.units + EXCLUDED.units, gmv = product_sales.gmv + EXCLUDED.gmv",
-        [(minute, ln.sku_id, ln.product_id, ln.merchant_id, ln.category, ln.units, ln.gmv)
-         for ln in lines],
+async def merchant_by_key_hash(conn: asyncpg.Connection, key_hash: str) -> uuid.UUID | None:
+    found: uuid.UUID | None = await conn.fetchval(
+        "SELECT merchant_id FROM merchants WHERE api_key_hash = $1", key_hash
     )
-
-
-async def upsert_payment(
-    conn: asyncpg.Connection,
-    *,
-    payment_id: uuid.UUID,
-    order_id: uuid.UUID | None,
-    member_id: uuid.UUID | None,
-    status: str,
-    status_rank: int,
-    amount: int,
-    captured: int,
-    refunded: int,
-    decline_code: str,
-    at: datetime,
-) -> None:
-    """Merge one payment event; amounts only grow and status only moves forward."""
-    await conn.execute(
-        """
-        INSERT INTO payments_fact (payment_id, order_id, member_id, status, status_rank, amount,
-                                   captured, refunded, decline_code, first_seen_at, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-        ON CONFLICT (payment_id) DO UPDATE SET
-            order_id = COALESCE(payments_fact.order_id, EXCLUDED.order_id),
-            member_id = COALESCE(payments_fact.member_id, EXCLUDED.member_id),
-            status = CASE WHEN EXCLUDED.status_rank > payments_fact.status_rank
-                          THEN EXCLUDED.status ELSE payments_fact.status END,
-            status_rank = GREATEST(payments_fact.status_rank, EXCLUDED.status_rank),
-            amount = GREATEST(payments_fact.amount, EXCLUDED.amount),
-            captured = GREATEST(payments_fact.captured, EXCLUDED.captured),
-            refunded = GREATEST(payments_fact.refunded, EXCLUDED.refunded),
-            decline_code = GREATEST(payments_fact.decline_code, EXCLUDED.decline_code),
-            first_seen_at = LEAST(payments_fact.first_seen_at, EXCLUDED.first_seen_at),
-            updated_at = GREATEST(payments_fact.updated_at, EXCLUDED.updated_at)
-        """,
-        payment_id, order_id, member_id, status, status_rank, amount, captured, refunded,
-        decline_code, at,
-    )
-
-
-async def upsert_member(
-    conn: asyncpg.Connection,
-    *,
-    member_id: uuid.UUID,
-    age_band: str,
-    region: str,
-    gender: str,
-    registered_at: datetime,
-) -> None:
-    await conn.execute(
-        "INSERT INTO members_dim (member_id, age_band, region, gender, registered_at) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (member_id) DO UPDATE SET "
-        "age_band = EXCLUDED.age_band, region = EXCLUDED.region, gender = EXCLUDED.gender, "
-        "registered_at = EXCLUDED.registered_at",
-        member_id, age_band, region, gender, registered_at,
-    )
-
-
-async def set_member_tier(
-    conn: asyncpg.Connection, *, member_id: uuid.UUID, tier: str, changed_at: datetime
-) -> None:
-    """Keep the tier of the latest change, whichever change arrives last."""
-    await conn.execute(
-        "INSERT INTO members_dim (member_id, tier, tier_changed_at) VALUES ($1, $2, $3) "
-        "ON CONFLICT (member_id) DO UPDATE SET "
-        "tier = CASE WHEN members_dim.tier_changed_at IS NULL "
-        "OR EXCLUDED.tier_changed_at >= members_dim.tier_changed_at "
-        "THEN EXCLUDED.tier ELSE members_dim.tier END, "
-        "tier_changed_at = GREATEST(members_dim.tier_changed_at, EXCLUDED.tier_changed_at)",
-        member_id, tier, changed_at,
-    )
+    return found

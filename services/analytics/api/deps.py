@@ -1,7 +1,8 @@
-"""Request dependencies: the pool, the admin key check, the report window."""
+"""Request dependencies: the pool, admin and merchant keys, the report window."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
@@ -9,7 +10,9 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Header, Query, Request
 
-from services.analytics.domain.window import WindowError, report_window
+from services.analytics import store
+from services.analytics.domain.window import WindowError, check_granularity, report_window
+from services.analytics.operator_queries import Granularity
 from services.analytics.settings import AnalyticsSettings
 from services.common import auth, errors
 
@@ -44,6 +47,33 @@ def _window(
         raise errors.validation_error(exc.field, exc.message) from exc
 
 
+def _series_window(
+    window: Annotated[tuple[datetime, datetime], Depends(_window)],
+    granularity: Annotated[Granularity, Query(description="bucket size of the series")] = "minute",
+) -> tuple[datetime, datetime, Granularity]:
+    try:
+        check_granularity(*window, granularity)
+    except WindowError as exc:
+        raise errors.validation_error(exc.field, exc.message) from exc
+    return (*window, granularity)
+
+
+async def _merchant(
+    conn: Annotated[asyncpg.Connection, Depends(_connection)],
+    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
+) -> uuid.UUID:
+    """The merchant whose current API key this is (keys arrive as orders.merchant.* events)."""
+    if not x_api_key:
+        raise errors.unauthorized("insights need the merchant's X-API-Key header")
+    merchant_id = await store.merchant_by_key_hash(conn, auth.hash_api_key(x_api_key))
+    if merchant_id is None:
+        raise errors.unauthorized("unknown or rotated merchant API key")
+    return merchant_id
+
+
 Connection = Annotated[asyncpg.Connection, Depends(_connection)]
+Settings = Annotated[AnalyticsSettings, Depends(_settings)]
 Admin = Depends(_require_admin)
 Window = Annotated[tuple[datetime, datetime], Depends(_window)]
+SeriesWindow = Annotated[tuple[datetime, datetime, Granularity], Depends(_series_window)]
+Merchant = Annotated[uuid.UUID, Depends(_merchant)]

@@ -40,3 +40,25 @@ def report_window(
         raise WindowError("to", f"the window may span at most {MAX_SPAN.days} days")
     return start, end
 
+
+
+# Per-second series are for the live view; longer ranges should ask per minute.
+MAX_SECOND_SPAN = timedelta(hours=6)
+
+
+def floor_to(moment: datetime, granularity: str) -> datetime:
+    """The UTC bucket (`second` or `minute`) `moment` falls in."""
+    if granularity == "minute":
+        return minute_of(moment)
+    if granularity == "second":
+        if moment.tzinfo is None:
+            raise ValueError(f"naive datetime {moment!r}: event times must carry a UTC offset")
+        return moment.astimezone(UTC).replace(microsecond=0)
+    raise ValueError(f"unknown granularity {granularity!r}")
+
+
+def check_granularity(start: datetime, end: datetime, granularity: str) -> None:
+    if granularity == "second" and end - start > MAX_SECOND_SPAN:
+        hours = int(MAX_SECOND_SPAN.total_seconds() // 3600)
+        raise WindowError("granularity", f"per-second series cover at most {hours} hours; "
+                                         "use granularity=minute")

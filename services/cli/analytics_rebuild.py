@@ -1,0 +1,117 @@
+"""`marketplace analytics rebuild`: replay every stream into fresh projections and swap them in.
+
+Connection settings come from the flags, else the environment the analytics service reads
+(ANALYTICS_DATABASE_URL, ANALYTICS_NATS_URL; MARKETPLACE_ADMIN_DSN for the one-off creation
+of the shadow schema), else the local stack in .data/ (`make run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import TextIO
+
+from services.analytics.rebuild import RebuildError, rebuild
+from services.common.bus import Bus
+
+BAR = 30
+
+
+def _local_defaults() -> dict[str, str]:
+    """DSNs and the NATS URL of the local stack, if one is recorded."""
+    from services.cli.launcher import service_nats_url
+    from services.cli.secrets import load_or_create_secrets
+    from services.cli.stack import DataPaths, read_state
+
+    paths = DataPaths.default()
+    state = read_state(paths)
+    dsns = state.get("dsns") or {}
+    found: dict[str, str] = {}
+    if "analytics" in dsns:
+        found["database_url"] = dsns["analytics"]
+    if state.get("admin_dsn"):
+        found["admin_dsn"] = state["admin_dsn"]
+    if state.get("nats_url") and paths.secrets_file.exists():
+        secrets = load_or_create_secrets(paths.secrets_file)
+        found["nats_url"] = service_nats_url("analytics", state["nats_url"], secrets)
+    return found
+
+
+def parse(argv: list[str] | None, env: Mapping[str, str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="marketplace analytics rebuild",
+        description="Drop and rebuild every analytics projection from the streams, then swap "
+                    "it in; the live service keeps running.",
+    )
+    parser.add_argument("--database-url", default=env.get("ANALYTICS_DATABASE_URL"),
+                        help="the analytics role's DSN (default: $ANALYTICS_DATABASE_URL)")
+    parser.add_argument("--nats-url", default=env.get("ANALYTICS_NATS_URL"),
+                        help="default: $ANALYTICS_NATS_URL")
+    parser.add_argument("--admin-dsn", default=env.get("MARKETPLACE_ADMIN_DSN"),
+                        help="only needed once, to create the analytics_rebuild schema")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.database_url is None or args.nats_url is None:
+        local = _local_defaults()
+        args.database_url = args.database_url or local.get("database_url")
+        args.nats_url = args.nats_url or local.get("nats_url")
+        args.admin_dsn = args.admin_dsn or local.get("admin_dsn")
+    if not args.database_url or not args.nats_url:
+        parser.error("no analytics database or NATS URL: pass --database-url and --nats-url, "
+                     "set ANALYTICS_DATABASE_URL/ANALYTICS_NATS_URL, or start the local stack")
+    return args
+
+
+class ProgressBar:
+    """`ORDERS     [##########..........]  5000/10000  2512/s` on one line per stream."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.started, self.current = out, time.monotonic(), ""
+
+    def __call__(self, stream: str, done: int, total: int) -> None:
+        if stream != self.current:
+            if self.current:
+                self.out.write("\n")
+            self.current, self.started = stream, time.monotonic()
+        filled = BAR * done // total if total else BAR
+        rate = done / max(time.monotonic() - self.started, 1e-6)
+        self.out.write(f"\r{stream:<10} [{'#' * filled}{'.' * (BAR - filled)}] "
+                       f"{done:>8}/{total:<8} {rate:8.0f}/s")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.current:
+            self.out.write("\n")
+
+
+async def run(args: argparse.Namespace) -> dict[str, int]:
+    bus = await Bus.connect(args.nats_url, name="analytics-rebuild")
+    bar = ProgressBar(sys.stderr)
+    try:
+        return await rebuild(
+            args.database_url, bus.js, admin_dsn=args.admin_dsn,
+            progress=(lambda *_: None) if args.no_progress else bar,
+        )
+    finally:
+        bar.close()
+        await bus.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv, os.environ)
+    try:
+        replayed = asyncio.run(run(args))
+    except RebuildError as exc:
+        print(f"rebuild failed: {exc}", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{stream} {n}" for stream, n in replayed.items())
+    print(f"analytics projections rebuilt and swapped in ({counts} events replayed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

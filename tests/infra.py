@@ -13,7 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +88,10 @@ def embedded_postgres() -> Iterator[str]:
 
 
 @contextmanager
-def embedded_nats() -> Iterator[str]:
-    """A fresh nats-server with JetStream on files for the duration; yields its URL."""
+def embedded_nats(users: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A fresh nats-server with JetStream on files for the duration; yields its URL.
+
+    With `users` (name -> password, see natsserver.nats_authorization) it requires them."""
     root = _owned_temp_dir("nats")
     conf = root / "nats.conf"
     try:
@@ -99,6 +101,7 @@ def embedded_nats() -> Iterator[str]:
             log_file=root / "nats.log",
             port=free_port(),
             monitor_port=free_port(),
+            users=users,
         )
         (root / "nats.pid").write_text(str(server.pid))
         try:

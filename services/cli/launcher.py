@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from services.cli.dbsetup import AUDITOR, SERVICES
+from services.cli.natsserver import with_credentials
 from services.cli.procs import StackError, cmdline_of, port_free, stop_process
 from services.cli.secrets import LocalSecrets
 from services.cli.stack import DataPaths, local_dsns, repo_root, write_state
@@ -74,7 +75,7 @@ def service_env(
     x = name.upper()
     env |= {
         f"{x}_DATABASE_URL": dsns[name],
-        f"{x}_NATS_URL": nats_url,
+        f"{x}_NATS_URL": service_nats_url(name, nats_url, secrets),
         f"{x}_HTTP_PORT": str(ports.http[name]),
         f"{x}_INTERNAL_AUTH_SECRET": secrets.internal_auth_secret,
         f"{x}_ENVIRONMENT": "local",
@@ -91,6 +92,12 @@ def service_env(
         env["ORDERS_PAYMENTS_TARGET"] = f"127.0.0.1:{ports.grpc['payments']}"
         env["ORDERS_MEMBERSHIP_TARGET"] = f"127.0.0.1:{ports.grpc['membership']}"
     return env
+
+
+def service_nats_url(name: str, nats_url: str, secrets: LocalSecrets) -> str:
+    """The service's NATS URL, logged in as its own user when the server has users."""
+    password = secrets.nats_passwords.get(name)
+    return with_credentials(nats_url, name, password) if password else nats_url
 
 
 @dataclass

@@ -7,6 +7,7 @@ import os
 import shutil
 import sysconfig
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,19 @@ from services.cli.procs import StackError, cmdline_of, find_port, stop_process, 
 
 NATS_DEFAULT_PORT = 42229
 NATS_MONITOR_DEFAULT_PORT = 42230
+# The user every CLI command and test harness connects as: may do anything.
+NATS_ADMIN_USER = "admin"
+# JetStream plumbing every service needs: the API (streams, consumers, pull requests),
+# acks of what it consumed, and replies to its own requests.
+_JS_PLUMBING = ("$JS.API.>", "$JS.ACK.>", "_INBOX.>")
+# Subjects each service may publish (its own events); it receives only through its
+# JetStream pull consumers, whose deliveries arrive on its _INBOX.
+NATS_PUBLISHES: Mapping[str, tuple[str, ...]] = {
+    "orders": ("orders.>",),
+    "payments": ("payments.>",),
+    "membership": ("membership.>",),
+    "analytics": (),
+}
 log = logging.getLogger("marketplace.stack")
 
 
@@ -28,6 +42,26 @@ class NatsServer:
     started: bool  # by this call, so the caller owns stopping it
 
 
+def _quoted(subjects: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f'"{s}"' for s in subjects) + "]"
+
+
+def nats_authorization(passwords: Mapping[str, str]) -> str:
+    """An `authorization` block: one user per service (own subjects only) plus the admin.
+
+    `passwords` maps user name (a service, or NATS_ADMIN_USER) to its password.
+    """
+    users = []
+    for user, password in sorted(passwords.items()):
+        entry = f'    {{ user: "{user}", password: "{password}"'
+        if user != NATS_ADMIN_USER:
+            publish = _quoted((*NATS_PUBLISHES[user], *_JS_PLUMBING))
+            entry += f", permissions: {{ publish: {{ allow: {publish} }}, "
+            entry += 'subscribe: { allow: ["_INBOX.>"] } }'
+        users.append(entry + " }")
+    return "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
+
+
 def nats_config(
     *,
     port: int,
@@ -36,13 +70,15 @@ def nats_config(
     max_file_store: str = "10G",
     max_memory_store: str = "256M",
     sync_interval: str = "always",
+    users: Mapping[str, str] | None = None,
 ) -> str:
-    """nats-server config: loopback only, JetStream on files.
+    """nats-server config: loopback only, JetStream on files, per-service users if given.
 
     `sync_interval: always` fsyncs before a publish is acknowledged, so an acked event
     survives a machine crash, not only a process crash.
     """
-    return f"""\
+    auth = nats_authorization(users) if users else ""
+    return auth + f"""\
 # Written by `marketplace stack` on every start; change the generator, not this file.
 server_name: marketplace-local
 listen: 127.0.0.1:{port}
@@ -118,6 +154,7 @@ def start_nats(
     port: int = NATS_DEFAULT_PORT,
     monitor_port: int = NATS_MONITOR_DEFAULT_PORT,
     sync_interval: str = "always",
+    users: Mapping[str, str] | None = None,
     timeout: float = 30.0,
 ) -> NatsServer:
     """Start nats-server with JetStream in `store_dir` on `port` (or the next free one)."""
@@ -127,7 +164,8 @@ def start_nats(
     store_dir.mkdir(parents=True, exist_ok=True)
     conf_path.write_text(
         nats_config(
-            port=port, monitor_port=monitor_port, store_dir=store_dir, sync_interval=sync_interval
+            port=port, monitor_port=monitor_port, store_dir=store_dir,
+            sync_interval=sync_interval, users=users,
         )
     )
     pid = _spawn(conf_path, log_file)
@@ -142,6 +180,14 @@ def start_nats(
         time.sleep(0.1)
     log.info("event=nats.started port=%s monitor_port=%s pid=%s", port, monitor_port, pid)
     return NatsServer(f"nats://127.0.0.1:{port}", port, monitor_port, pid, started=True)
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """`nats://user:password@host:port` for each server of a comma-separated URL list."""
+    return ",".join(
+        part.replace("://", f"://{user}:{password}@", 1) if "@" not in part else part
+        for part in url.split(",")
+    )
 
 
 def stop_nats(pid: int | None, conf_path: Path, *, timeout: float = 10.0) -> bool:

@@ -15,10 +15,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.cli.dbsetup import ROLES
+from services.cli.dbsetup import ROLES, SERVICES
+from services.cli.natsserver import NATS_ADMIN_USER
 
 # `postgres` is the embedded server's superuser; the others are the login roles.
 PASSWORD_NAMES = ("postgres", *ROLES)
+# One NATS user per service (its own subjects only) and the admin the CLI and tests use.
+NATS_USERS = (*SERVICES, NATS_ADMIN_USER)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class LocalSecrets:
     admin_api_key: str
     internal_auth_secret: str
     extra: dict[str, object] = field(default_factory=dict)
+    # NATS user -> password; empty: NATS without authentication (an external server).
+    nats_passwords: dict[str, str] = field(default_factory=dict)
 
 
 def _token(nbytes: int = 32) -> str:
@@ -64,10 +69,17 @@ def load_or_create_secrets(path: Path) -> LocalSecrets:
         if not isinstance(value, str) or len(value) < 32:
             value, changed = _token(32), True
         values[key] = value
-    known = {"passwords", "admin_api_key", "internal_auth_secret"}
+    stored_nats = raw.get("nats_passwords")
+    nats_passwords = dict(stored_nats) if isinstance(stored_nats, dict) else {}
+    for name in NATS_USERS:
+        if not nats_passwords.get(name):
+            nats_passwords[name] = _token(24)
+            changed = True
+    known = {"passwords", "admin_api_key", "internal_auth_secret", "nats_passwords"}
     result = LocalSecrets(
         passwords=passwords,
         extra={k: v for k, v in raw.items() if k not in known},
+        nats_passwords=nats_passwords,
         **values,
     )
     if changed:

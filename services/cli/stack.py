@@ -19,6 +19,7 @@ import asyncpg
 
 from services.cli import dbsetup
 from services.cli.natsserver import (
+    NATS_ADMIN_USER,
     NATS_DEFAULT_PORT,
     NATS_MONITOR_DEFAULT_PORT,
     NatsServer,
@@ -26,6 +27,7 @@ from services.cli.natsserver import (
     nats_healthy,
     start_nats,
     stop_nats,
+    with_credentials,
 )
 from services.cli.pgserver import PG_DEFAULT_PORT, running_postgres, start_postgres, stop_postgres
 from services.cli.procs import StackError
@@ -135,7 +137,9 @@ def _start_embedded_postgres(paths: DataPaths, secrets: LocalSecrets, port: int)
     return Stack(admin_dsn, database, "", started_postgres=server.started)
 
 
-def _start_embedded_nats(paths: DataPaths, previous: Mapping[str, Any]) -> NatsServer:
+def _start_embedded_nats(
+    paths: DataPaths, previous: Mapping[str, Any], secrets: LocalSecrets
+) -> NatsServer:
     pid: int | None = previous.get("pid")
     if pid and is_our_nats(pid, paths.nats_conf) and nats_healthy(previous["monitor_port"]):
         log.info("event=nats.reused pid=%s port=%s", pid, previous["port"])
@@ -146,10 +150,13 @@ def _start_embedded_nats(paths: DataPaths, previous: Mapping[str, Any]) -> NatsS
         log_file=paths.logs / "nats.log",
         port=previous.get("port", NATS_DEFAULT_PORT),
         monitor_port=previous.get("monitor_port", NATS_MONITOR_DEFAULT_PORT),
+        users=secrets.nats_passwords,  # one user per service, each with its own subjects
     )
+    admin_password = secrets.nats_passwords[NATS_ADMIN_USER]
     write_state(
         paths,
         nats_url=server.url,
+        admin_nats_url=with_credentials(server.url, NATS_ADMIN_USER, admin_password),
         nats={
             "embedded": True,
             "pid": server.pid,
@@ -182,7 +189,7 @@ def start_stack(paths: DataPaths, *, env: Mapping[str, str], secrets: LocalSecre
         write_state(paths, nats_url=nats_url, nats=nats_record)
     else:
         try:
-            nats = _start_embedded_nats(paths, state.get("nats", {}))
+            nats = _start_embedded_nats(paths, state.get("nats", {}), secrets)
         except BaseException:
             if pg.started_postgres:  # leave nothing behind that we started
                 stop_postgres(paths.pg)

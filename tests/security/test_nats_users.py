@@ -1,0 +1,121 @@
+"""NATS: each service's user publishes only its own subjects; tried against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import nats
+import nats.errors
+import pytest
+
+from services.cli.natsserver import with_credentials
+from services.common.bus import Bus
+from tests.faults.harness import NATS_PASSWORDS, ServiceStack
+from tests.helpers import eventually
+
+
+async def connect(stack: ServiceStack, user: str, errors: list[str]) -> nats.NATS:
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    url = with_credentials(stack.servers.nats_url, user, NATS_PASSWORDS[user])
+    return await nats.connect(url, error_cb=on_error, allow_reconnect=False)
+
+
+async def stream_has(stack: ServiceStack, stream: str, msg_id: str) -> bool:
+    nc = await nats.connect(stack.servers.nats_admin_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(stream, seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            if (msg.headers or {}).get("Nats-Msg-Id") == msg_id:
+                return True
+        return False
+    finally:
+        await nc.close()
+
+
+async def publish(stack: ServiceStack, user: str, subject: str) -> tuple[str, list[str], bool]:
+    errors: list[str] = []
+    nc = await connect(stack, user, errors)
+    msg_id = str(uuid.uuid4())
+    try:
+        await nc.jetstream(timeout=2).publish(subject, b"x", headers={"Nats-Msg-Id": msg_id})
+        acked = True
+    except (nats.errors.TimeoutError, nats.js.errors.Error, TimeoutError):
+        acked = False
+    finally:
+        await nc.close()
+    return msg_id, errors, acked
+
+
+async def test_orders_may_not_publish_a_payment_event(stack: ServiceStack) -> None:
+    msg_id, errors, acked = await publish(stack, "orders", "payments.payment.captured")
+    assert not acked
+    assert any("permissions violation" in e.lower() for e in errors), errors
+    assert not await stream_has(stack, "PAYMENTS", msg_id)
+
+
+@pytest.mark.parametrize(("user", "subject", "stream"), [
+    ("orders", "orders.order.placed", "ORDERS"),
+    ("payments", "payments.payment.captured", "PAYMENTS"),
+    ("membership", "membership.member.registered", "MEMBERSHIP"),
+])  # fmt: skip
+async def test_a_service_publishes_its_own_subjects(
+    stack: ServiceStack, user: str, subject: str, stream: str
+) -> None:
+    msg_id, errors, acked = await publish(stack, user, subject)
+    assert acked and not errors, errors
+    assert await stream_has(stack, stream, msg_id)
+
+
+@pytest.mark.parametrize("subject", ["orders.order.placed", "membership.tier.changed"])
+async def test_analytics_publishes_nothing(stack: ServiceStack, subject: str) -> None:
+    _, errors, acked = await publish(stack, "analytics", subject)
+    assert not acked and any("permissions violation" in e.lower() for e in errors), errors
+
+
+async def test_a_service_may_not_subscribe_to_raw_subjects(stack: ServiceStack) -> None:
+    errors: list[str] = []
+    nc = await connect(stack, "payments", errors)
+    try:
+        await nc.subscribe("orders.>")
+        await nc.flush()
+        await eventually(lambda: _copy(errors), timeout_s=5, what="a permissions error")
+    finally:
+        await nc.close()
+    assert any("permissions violation for subscription" in e.lower() for e in errors), errors
+
+
+async def _copy(errors: list[str]) -> list[str]:
+    return list(errors)
+
+
+async def test_a_wrong_password_is_refused(stack: ServiceStack) -> None:
+    """Spoken over a raw socket: nats-py leaks its transport when a connect is refused."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.servers.nats_port)
+    try:
+        assert (await reader.readline()).startswith(b"INFO ")
+        connect = b'{"user":"orders","pass":"not-the-password","verbose":false}'
+        writer.write(b"CONNECT " + connect + b"\r\nPING\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"-ERR") and b"Authorization Violation" in answer, answer
+
+
+async def test_a_service_user_manages_its_streams(stack: ServiceStack) -> None:
+    """The JetStream API stays open: every service creates the streams at start."""
+    url = with_credentials(stack.servers.nats_url, "analytics", NATS_PASSWORDS["analytics"])
+    bus = await Bus.connect(url, name="security-test")
+    try:
+        await bus.ensure_streams()
+    finally:
+        await bus.close()

@@ -1,0 +1,1 @@
+"""Benchmarks and load tooling: `make bench`, `make load` (see docs/benchmarks.md)."""

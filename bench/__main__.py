@@ -1,0 +1,149 @@
+"""`make bench`: open-loop checkout load against the real stack at rising rates, the
+ceilings it is compared with (pgbench, a monolith endpoint, a FastAPI hello-world), and
+overload at twice the best rate. Results: bench/results/bench-<time>.{csv,png,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+from bench import ceilings, generator, output, pools, probes, runs
+from bench.openloop import best_rate
+from bench.output import Row
+from bench.stack import Target, ensure_stack
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def machine() -> str:
+    mem = psutil.virtual_memory().total / 2**30
+    return (f"{psutil.cpu_count(logical=True)} logical cores "
+            f"({platform.processor() or platform.machine()}), {mem:.0f} GiB RAM, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"load average {os.getloadavg()[0]:.1f} at the start")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--rates", default=os.environ.get("BENCH_RATES", "25,50,100,200"),
+                   help="offered checkouts per second, comma-separated (BENCH_RATES)")
+    p.add_argument("--step-s", type=float, default=float(os.environ.get("BENCH_STEP_S", 15)))
+    p.add_argument("--ceiling-step-s", type=float, default=5.0)
+    p.add_argument("--pgbench-s", type=int, default=10)
+    p.add_argument("--members", type=int, default=120)
+    p.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", 8000)))
+    p.add_argument("--no-profile", action="store_true", help="skip py-spy on orders")
+    p.add_argument("--no-ceilings", action="store_true", help="only the stack and overload")
+    return p
+
+
+async def _ceilings(target: Target, cat: pools.Catalog, step_s: float,
+                    pgbench_s: int) -> list[Row]:
+    print("ceilings:")
+    dsn = await ceilings.prepare_db(target.admin_dsn)
+    rows = []
+    try:
+        pg = await asyncio.to_thread(ceilings.run_pgbench, dsn, seconds=pgbench_s)
+        print(f"  pgbench   {pg.tps:9.0f} tps  latency {pg.latency_ms:.2f} ms  "
+              f"({pg.clients} clients)")
+        rows.append(Row("pgbench", math.nan, confirmed_per_s=pg.tps, achieved_per_s=pg.tps))
+        async with generator.session() as client:
+            mono_env = {"BENCH_MONO_DSN": dsn, "BENCH_MONO_NATS": target.nats_url}
+            with ceilings.app_process("bench.monolith:app", target.port_base + 90,
+                                      mono_env) as url:
+                mono = await runs.find_ceiling(
+                    "monolith", runs.monolith_sender(client, url), start=100, step_s=step_s)
+            with ceilings.app_process("bench.hello:app", target.port_base + 91) as url:
+                hello = await runs.find_ceiling(
+                    "hello", generator.http_sender(client, "GET", f"{url}/hello"),
+                    start=250, step_s=step_s)
+            browse_url = f"{target.url('orders')}/v1/products?limit=20&in_stock=true"
+            browse = await runs.find_ceiling(
+                "browse", generator.http_sender(client, "GET", browse_url), start=50,
+                step_s=step_s)
+    finally:
+        await ceilings.drop_db(target.admin_dsn)
+    for kind, found in (("monolith", mono), ("hello", hello), ("browse", browse)):
+        row = Row.of(kind, found.step) if found.step else Row(kind, math.nan)
+        if kind == "browse" and hello.rate:
+            row.ratio_to_hello = found.rate / hello.rate
+        rows.append(row)
+    return rows
+
+
+def _ratios(rows: list[Row]) -> None:
+    by_kind = {r.kind: r for r in rows}
+    pg = by_kind.get("pgbench")
+    mono = by_kind.get("monolith")
+    for r in rows:
+        if r.kind not in ("stack", "overload"):
+            continue
+        if pg and pg.confirmed_per_s:
+            r.ratio_to_pgbench = r.confirmed_per_s / pg.confirmed_per_s
+        if mono and mono.confirmed_per_s > 0:
+            r.ratio_to_monolith = r.confirmed_per_s / mono.confirmed_per_s
+
+
+async def _run(args: argparse.Namespace, target: Target, stamp: str) -> list[Row]:
+    rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    cat = await pools.catalog(target.url("orders"))
+    shoppers = await pools.sign_in(target.url("membership"), args.members, prefix="bench")
+    print(f"{len(shoppers)} members signed in; {len(cat.skus)} SKUs to buy\n"
+          f"checkout against the stack ({args.step_s:.0f} s per rate):")
+    profile = None if args.no_profile else RESULTS / "profiles" / f"orders-{stamp}"
+    async with generator.session() as client:
+        send = runs.checkout_sender(client, target.url("orders"), shoppers, cat)
+        measured = await runs.stack_steps(target, send, rates, step_s=args.step_s,
+                                          profile_to=profile)
+        rows = [row for row, _ in measured]
+        best = best_rate([step.summary for _, step in measured], p99_ms=runs.P99_BOUND_MS,
+                         max_error_rate=0.01)
+        print(f"highest rate with checkout p99 < {runs.P99_BOUND_MS:.0f} ms: {best:.0f}/s")
+        over_rate = 2 * (best or rates[0])
+        over_row, over_ok = await runs.overload(send, over_rate, step_s=args.step_s)
+        rows.append(over_row)
+        print(f"overload at {over_rate:.0f}/s: {'PASS' if over_ok else 'FAIL'} (admitted p99 "
+              f"{over_row.admitted_p99_ms:.0f} ms <= {runs.OVERLOAD_P99_MS:.0f}, no timeouts, "
+              f"shed answers with Retry-After)")
+    if not args.no_ceilings:
+        rows += await _ceilings(target, cat, args.ceiling_step_s, args.pgbench_s)
+    _ratios(rows)
+    if profile is not None and profile.with_suffix(".txt").exists():
+        print(f"\nprofile of orders at {rates[-1]:.0f}/s: {profile.with_suffix('.svg')}")
+        for kind, costs in probes.top_costs(profile.with_suffix(".txt")).items():
+            print(f"  top {kind}:")
+            for frame, share in costs:
+                print(f"    {share:5.1f}%  {frame}")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}")
+    with ensure_stack(args.port_base, log_name="bench-up") as target:
+        rows = asyncio.run(_run(args, target, stamp))
+    base = RESULTS / f"bench-{stamp}"
+    output.write_csv(rows, base.with_suffix(".csv"))
+    output.chart(rows, base.with_suffix(".png"), title=f"marketplace bench {stamp} - {machine()}")
+    md = f"Machine: {machine()}\n\n{output.table(rows, markdown=True)}\n"
+    base.with_suffix(".md").write_text(md)
+    shutil.copyfile(base.with_suffix(".csv"), RESULTS / "latest.csv")
+    print("\n" + output.table(rows))
+    print(f"\nresults: {base}.csv, {base}.png, {base}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,15 @@
+-- One checkout's first transaction (services/orders/saga.py `_open`), for pgbench -M prepared.
+-- The idempotency claim is its own statement before the transaction, as in place_order().
+-- Ids are derived in SQL from random numbers so every statement of a run names the same
+-- order; SKUs, product and merchant come from bench/ceilings.py's scratch database.
+\set sku random(1, 1000)
+\set r random(1, 9223372036854775806)
+\set m random(1, 100000)
+INSERT INTO idempotency_keys (member_id, key, request_hash, status) VALUES (md5('m' || :m::text)::uuid, 'k' || :r::text, 'f3b1c0e9d2a4b5c6d7e8f90123456789abcdef0123456789abcdef0123456789', 'in_flight') ON CONFLICT (member_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = 'in_flight', order_id = NULL, response_status = NULL, response_body = NULL, created_at = now(), expires_at = now() + interval '24 hours' WHERE idempotency_keys.expires_at < now() OR (idempotency_keys.status = 'in_flight' AND idempotency_keys.order_id IS NULL AND idempotency_keys.created_at < now() - make_interval(secs => 60)) RETURNING true;
+BEGIN;
+UPDATE skus SET stock = stock - 1, held = held + 1, updated_at = now() WHERE id = md5('s' || :sku::text)::uuid AND stock >= 1 RETURNING true;
+INSERT INTO orders (id, member_id, status, subtotal, discount, points_redeemed, total, currency, payment_token, idempotency_key, payment_deadline, retry_at, created_at) VALUES (md5(:r::text)::uuid, md5('m' || :m::text)::uuid, 'PENDING', 12999, 0, 0, 12999, 'CNY', 'tok_visa', 'k' || :r::text, now() + interval '15 minutes', now() + interval '10 seconds', now());
+INSERT INTO order_lines (order_id, line_no, sku_id, product_id, merchant_id, category, quantity, unit_price, line_total) VALUES (md5(:r::text)::uuid, 1, md5('s' || :sku::text)::uuid, md5('p')::uuid, md5('merchant')::uuid, 'apparel', 1, 12999, 12999);
+UPDATE idempotency_keys SET order_id = md5(:r::text)::uuid WHERE member_id = md5('m' || :m::text)::uuid AND key = 'k' || :r::text AND status = 'in_flight' AND order_id IS NULL RETURNING true;
+INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers) VALUES (md5(:r::text || 'e')::uuid, 'orders.order.placed', md5(:r::text)::uuid::text, '\x0a2435653365663362662d613434342d343138392d386466392d353037353064373234653262122433353237613765632d373431302d343136322d626636302d3639633562396639633034651a7d0a2433383133626262632d323237332d343739662d396161622d396134666566663039616165122438373264663738622d346535652d343537652d623532302d3261653539626433356334651a2439336463386561642d383965652d343831362d613833312d39393465653738616261303822076170706172656c2801'::bytea, '{"Nats-Msg-Id": "442a6185-367f-4f05-be01-f995955dcc3e", "ce-id": "442a6185-367f-4f05-be01-f995955dcc3e", "ce-specversion": "1.0", "ce-type": "marketplace.orders.order.placed.v1", "ce-source": "/marketplace/orders", "ce-time": "2026-11-24T23:32:40.414516Z", "content-type": "application/protobuf", "traceparent": "00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-bbbbbbbbbbbbbbbb-01"}'::jsonb);
+END;

@@ -1,0 +1,116 @@
+"""Find the local stack, or start it (`marketplace up` in the background) for one run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from services.cli.launcher import HTTP_OFFSET, launcher_running
+from services.cli.stack import DataPaths, read_state, repo_root
+
+READY_WITHIN_S = 240.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the running services answer, and what a report needs from the stack."""
+
+    port_base: int
+    admin_key: str
+    data: DataPaths
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.port_base + HTTP_OFFSET[service]}"
+
+    def pid(self, service: str) -> int | None:
+        pids = read_state(self.data).get("services") or {}
+        pid = pids.get(service)
+        return int(pid) if pid else None
+
+    @property
+    def admin_dsn(self) -> str:
+        return str(read_state(self.data)["admin_dsn"])
+
+    @property
+    def nats_url(self) -> str:
+        return str(read_state(self.data)["nats_url"])
+
+
+def all_ready(target_base: int) -> bool:
+    """True when every service answers /readyz with 200."""
+    try:
+        with httpx.Client(timeout=2.0) as client:
+            return all(
+                client.get(f"http://127.0.0.1:{target_base + off}/readyz").status_code == 200
+                for off in HTTP_OFFSET.values()
+            )
+    except httpx.HTTPError:
+        return False
+
+
+def _admin_key(data: DataPaths) -> str:
+    return str(json.loads(data.secrets_file.read_text())["admin_api_key"])
+
+
+@contextlib.contextmanager
+def ensure_stack(port_base: int, *, log_name: str = "bench-up") -> Iterator[Target]:
+    """Use the running `marketplace up`, or start one and stop it again at the end."""
+    data = DataPaths.default()
+    ours = launcher_running(data, read_state(data)) is not None
+    if ours and all_ready(port_base):
+        print(f"using the running stack (services at port base {port_base})")
+        yield Target(port_base, _admin_key(data), data)
+        return
+    if ours:
+        raise SystemExit(f"`marketplace up` is running but its services do not answer at port "
+                         f"base {port_base}; set PORT_BASE to the one it uses")
+    proc = _start_up(data, port_base, log_name)
+    try:
+        yield Target(port_base, _admin_key(data), data)
+    finally:
+        _stop_up(proc)
+
+
+def _start_up(data: DataPaths, port_base: int, log_name: str) -> subprocess.Popen[bytes]:
+    data.logs.mkdir(parents=True, exist_ok=True)
+    log_file: Path = data.logs / f"{log_name}.log"
+    print(f"starting the stack: marketplace up --port-base {port_base} (log: {log_file})")
+    with log_file.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(repo_root() / ".venv" / "bin" / "marketplace"), "up",
+             "--port-base", str(port_base)],
+            cwd=repo_root(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(os.environ), start_new_session=True,
+        )
+    deadline = time.monotonic() + READY_WITHIN_S
+    while not all_ready(port_base):
+        if proc.poll() is not None:
+            raise SystemExit(f"marketplace up exited with {proc.returncode}; see {log_file}")
+        if time.monotonic() > deadline:
+            _stop_up(proc)
+            raise SystemExit(f"the stack was not ready within {READY_WITHIN_S:.0f}s; "
+                             f"see {log_file}")
+        time.sleep(1.0)
+    print("stack ready")
+    return proc
+
+
+def _stop_up(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C for the launcher we started: it stops its services and the stack it started."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    print("stopped the stack this run started")

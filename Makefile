@@ -2,13 +2,13 @@
 PY    := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: run test proto lint stop clean
+.PHONY: run test proto lint stop clean browser
 
 run: proto
 	.venv/bin/marketplace up $(ARGS)
 
 # Tests use the committed gen/ as it is: a test fails when it is stale against proto/.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest $(ARGS)
 
 proto: $(STAMP)
@@ -27,7 +27,21 @@ clean: stop
 $(PY):
 	python3 -m venv .venv
 
+# The dashboard test drives Debian's Chromium (never a downloaded browser build).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -e '.[dev]'
 	touch $@
+
+# Peak-day load test and open-loop benchmark (docs/benchmarks.md); options via ARGS or
+# LOAD_* / BENCH_* variables, e.g. `make load ARGS="--day-s 600 --users 20"`.
+.PHONY: load bench
+
+load: $(STAMP)
+	$(PY) -m bench.load $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)

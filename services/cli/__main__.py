@@ -30,7 +30,13 @@ from services.cli.stack import (
     write_state,
 )
 
-FORWARDED = {"seed": "seeds.seed", "audit": "services.cli.audit"}
+FORWARDED = {
+    "seed": "seeds.seed",
+    "audit": "services.cli.audit",
+    "dlq": "services.cli.dlq",
+    "outbox": "services.cli.outbox_cli",
+    "analytics rebuild": "services.cli.analytics_rebuild",
+}
 
 
 def _setup_logging(paths: DataPaths, verbose: bool) -> None:
@@ -179,7 +185,7 @@ def cmd_migrate(paths: DataPaths, args: argparse.Namespace) -> int:
 
 
 def forward(command: str, argv: Sequence[str]) -> int:
-    """`seed` and `audit` belong to other modules: hand them the rest of the command line."""
+    """Commands that live in other modules get the rest of the command line."""
     module_name = FORWARDED[command]
     try:
         module = importlib.import_module(module_name)
@@ -210,6 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--service", action="append", choices=SERVICES)
     sub.add_parser("seed", help="load seed data (options: marketplace seed --help)", add_help=False)
     sub.add_parser("audit", help="consistency checks (marketplace audit --help)", add_help=False)
+    analytics = sub.add_parser("analytics", help="analytics projections")
+    analytics.add_subparsers(dest="action", required=True).add_parser(
+        "rebuild", help="replay the streams into fresh projections (marketplace analytics "
+        "rebuild --help)", add_help=False,
+    )
+    sub.add_parser("dlq", help="dead letters: list, retry (marketplace dlq --help)", add_help=False)
+    sub.add_parser(
+        "outbox", help="republish events after a broker loss (marketplace outbox --help)",
+        add_help=False,
+    )
     return parser
 
 
@@ -220,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest = args_list[1:] if verbose else args_list
     if rest and rest[0] in FORWARDED:
         return forward(rest[0], rest[1:])
+    if len(rest) >= 2 and f"{rest[0]} {rest[1]}" in FORWARDED:  # two-word commands
+        return forward(f"{rest[0]} {rest[1]}", rest[2:])
     args = build_parser().parse_args(args_list)
     _setup_logging(paths, args.verbose)
     commands = {"up": cmd_up, "stack": cmd_stack, "migrate": cmd_migrate}

@@ -129,6 +129,11 @@ async def _ensure_schemas(conn: asyncpg.Connection) -> None:
             f"ALTER DEFAULT PRIVILEGES FOR ROLE {s} IN SCHEMA {s}"
             f" GRANT SELECT ON TABLES TO {auditor}"
         )
+    # `marketplace analytics rebuild` replays the streams into this shadow schema.
+    await conn.execute("CREATE SCHEMA IF NOT EXISTS analytics_rebuild AUTHORIZATION analytics")
+    await conn.execute(
+        "REVOKE ALL ON SCHEMA analytics_rebuild FROM PUBLIC, orders, payments, membership"
+    )
 
 
 async def bootstrap(admin_dsn: str, database: str, passwords: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 if TYPE_CHECKING:
     from services.common.events import Event
@@ -63,11 +64,22 @@ def setup_logging(service: str, level: str = "INFO") -> None:
 
 
 def setup_tracing(service: str) -> TracerProvider:
-    """A tracer provider; spans are exported over OTLP only when the standard variables ask."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    ):
+    """A tracer provider; spans are exported over OTLP only when the standard variables ask.
+
+    With nowhere to export, new traces are not recorded (ids are still made and carried,
+    so logs and `x-trace-id` keep working) unless OTEL_TRACES_SAMPLER says otherwise:
+    recording a span per query costs CPU on the checkout path for nothing.
+    """
+    exporting = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    configured = exporting or bool(os.environ.get("OTEL_TRACES_SAMPLER"))
+    sampler = None if configured else ParentBased(ALWAYS_OFF)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service}), sampler=sampler
+    )
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

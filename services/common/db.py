@@ -22,6 +22,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release reset query (advisory unlock, UNLISTEN, RESET ALL).
+
+    asyncpg still rolls back any open transaction before calling this. Pool users keep
+    no session state: locks are transaction-scoped, SET is LOCAL, search_path comes
+    from the startup parameters; LISTEN and session locks use `connect()` instead.
+    Saves one round trip on every release, several per checkout.
+    """
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -42,6 +52,7 @@ async def create_pool(
                 max_size=max_size,
                 server_settings=server_settings,
                 init=_init_connection,
+                reset=_keep_session,
                 # Connections that broke (e.g. Postgres restarted) are replaced on next use.
                 max_inactive_connection_lifetime=60.0,
                 command_timeout=30.0,

@@ -91,12 +91,12 @@ class OutboxRelay:
             self.is_leader = True
             await conn.add_listener(f"outbox_{self.schema}", self._on_notify)
             while True:
-                published = await self.drain(conn)
+                # Cleared before draining: a NOTIFY during the drain wakes the next round.
+                self._wake.clear()
+                await self.drain(conn)
                 self.last_error = None
-                if published == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
-                    self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
         finally:
             self.is_leader = False
             await conn.close(timeout=2)
@@ -125,6 +125,9 @@ class OutboxRelay:
             self.published_total += len(sent)
             if len(sent) < len(rows):
                 raise ConnectionError(f"published {len(sent)} of {len(rows)} outbox rows")
+            if len(rows) < self.batch_size:  # drained: no need to ask again until woken
+                self.backlog = 0
+                return total
 
     async def _publish(self, rows: list[asyncpg.Record]) -> list[int]:
         """Aggregates go out side by side; within one, strictly in sequence."""

@@ -23,8 +23,11 @@ from seeds.catalog import COLUMNS, MERCHANTS, Catalog, generate
 from services.common import auth
 from services.common.events import envelope_headers
 from services.common.migrations import SERVICES_DIR, migrate
+from services.orders.settings import OrdersSettings
+from services.orders.store import stock
 
 SCHEMA = "orders"
+HOT_SKU_BUCKETS: int = OrdersSettings.model_fields["hot_sku_buckets"].default
 DEMO_MEMBERS = 20
 DEMO_PASSWORD = "Demo-Shopper-2015"
 _REGIONS = ("CN-BJ", "CN-SH", "CN-GD", "CN-ZJ", "CN-SC", "CN-JS")
@@ -82,6 +85,8 @@ async def _load(conn: asyncpg.Connection, *, progress: bool) -> bool:
                 table, records=records, columns=COLUMNS[table], schema_name=SCHEMA)
             bar.advance(len(records), table)
         await _product_events(conn, catalog)
+        # Hot (flash-sale) products keep their stock in bucket rows, as checkout expects.
+        await stock.bucket_all_hot(conn, buckets=HOT_SKU_BUCKETS)
         bar.advance(len(catalog.products), "outbox events")
     return True
 

@@ -15,6 +15,7 @@ from services.common import grpcutil, inbox, runtime, web
 from services.common.auth import JwksVerifier
 from services.common.runtime import Infra
 from services.orders import api, handlers, recovery
+from services.orders.admission import Admission
 from services.orders.clients import MembershipClient, PaymentsClient
 from services.orders.context import Context
 from services.orders.settings import OrdersSettings
@@ -52,6 +53,9 @@ async def start(settings: OrdersSettings) -> Service:
         payments=PaymentsClient(payments_channel, timeout_s=timeout),
         membership=MembershipClient(membership_channel, timeout_s=timeout),
         verifier=JwksVerifier(settings.jwks_url),
+        admission=Admission.build(
+            burst=settings.member_checkout_burst, per_s=settings.member_checkout_per_s,
+            hot_limit=settings.hot_sku_max_in_flight, sold_out_s=settings.sold_out_cache_s),
     )
     app = web.create_app(
         title="Orders",

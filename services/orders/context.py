@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.common.auth import JwksVerifier
+from services.orders.admission import Admission
 from services.orders.clients import MembershipClient, PaymentsClient
 from services.orders.settings import OrdersSettings
 
@@ -18,3 +19,4 @@ class Context:
     payments: PaymentsClient
     membership: MembershipClient
     verifier: JwksVerifier
+    admission: Admission

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from marketplace.common.v1.money_pb2 import Money
@@ -62,3 +65,20 @@ def refunded(order: Order, amount: int) -> ev.OrderRefunded:
         refunded=_money(order, amount), payment_id=str(order.payment_id or ""),
         refunded_at=_ts(),
     )
+
+
+def merchant_changed(merchant_id: uuid.UUID, name: str, api_key_hash: str) -> ev.MerchantChanged:
+    return ev.MerchantChanged(merchant_id=str(merchant_id), name=name,
+                              api_key_hash=api_key_hash, occurred_at=_ts())
+
+
+def product_changed(product: Mapping[str, Any], sku_ids: list[uuid.UUID]) -> ev.ProductChanged:
+    return ev.ProductChanged(
+        product_id=str(product["id"]), merchant_id=str(product["merchant_id"]),
+        title=product["title"], category=product["category"], sku_ids=[str(s) for s in sku_ids])
+
+
+def stock_changed(*, sku_id: uuid.UUID, product_id: uuid.UUID, delta: int, stock: int,
+                  reason: str) -> ev.StockChanged:
+    return ev.StockChanged(sku_id=str(sku_id), product_id=str(product_id), delta=delta,
+                           stock=stock, reason=reason)

@@ -6,6 +6,7 @@ order, its idempotency key and `orders.order.placed`; payments then settles it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -18,12 +19,12 @@ import orjson
 from services.common import outbox
 from services.common.auth import Member
 from services.common.errors import Problem, unauthorized, validation_error
-from services.orders import messages, settle, views
+from services.orders import faults, messages, settle, views
 from services.orders.clients import MemberInfo, NotFound, Rejected, Unavailable
 from services.orders.context import Context
 from services.orders.domain.order import OrderStatus
 from services.orders.domain.pricing import PricedLine, PricingError, price_order
-from services.orders.store import catalog, idempotency
+from services.orders.store import carts, catalog, idempotency
 from services.orders.store import orders as store
 from services.orders.store.orders import Line, Order, OutOfStock
 from services.orders.views import Reply
@@ -35,15 +36,16 @@ log = logging.getLogger(__name__)
 class CheckoutRequest:
     """The validated body of POST /v1/orders."""
 
-    items: tuple[tuple[uuid.UUID, int], ...]  # (sku_id, quantity)
+    items: tuple[tuple[uuid.UUID, int], ...]  # (sku_id, quantity); empty when from the cart
     payment_token: str
     points_to_redeem: int
+    from_cart: bool = False
 
     def fingerprint(self) -> str:
         """Same body, same hash, whatever the JSON spelling (key order, whitespace)."""
         canonical = orjson.dumps(
             {"items": [[str(s), q] for s, q in self.items], "token": self.payment_token,
-             "points": self.points_to_redeem},
+             "points": self.points_to_redeem} | ({"cart": True} if self.from_cart else {}),
         )
         return hashlib.sha256(canonical).hexdigest()
 
@@ -52,25 +54,79 @@ async def place_order(
     ctx: Context, *, member: Member, request: CheckoutRequest, idempotency_key: str
 ) -> Reply:
     """Answer a checkout, or replay the answer already given for this key."""
+    ctx.admission.check_member(member.id)
+    items = request.items or await _cart_items(ctx, member)
+    hot = await _hot_skus(ctx, [sku for sku, _ in items])
+    short = ctx.admission.known_short(items)
+    if short is not None and not await _key_known(ctx, member, idempotency_key):
+        raise _out_of_stock(short)
+    with ctx.admission.hot_gate.admit(hot):
+        return await _checkout(ctx, member=member, request=request, items=items,
+                               idempotency_key=idempotency_key)
+
+
+async def _checkout(
+    ctx: Context, *, member: Member, request: CheckoutRequest,
+    items: tuple[tuple[uuid.UUID, int], ...], idempotency_key: str,
+) -> Reply:
     async with ctx.pool.acquire() as conn:
         held = await idempotency.claim(
             conn, member_id=member.id, key=idempotency_key, request_hash=request.fingerprint(),
             claim_timeout_s=ctx.settings.idempotency_claim_timeout_s)
     if held is not None:
         return _replay(held, request)
-    try:
-        order = await _open(ctx, member=member, request=request, key=idempotency_key)
-    except BaseException:
-        # Nothing was created under the key: give it back so a retry runs afresh.
-        async with ctx.pool.acquire() as conn:
-            await idempotency.release(conn, member_id=member.id, key=idempotency_key)
-        raise
-    try:
-        order = await settle.drive(ctx, order, ask_first=False)
-    except Unavailable as exc:
-        log.warning("payment outcome unknown; order left to recovery",
-                    extra={"order_id": str(order.id), "error": str(exc)})
+    request = dataclasses.replace(request, items=items)
+    with faults.armed():
+        try:
+            order = await _open(ctx, member=member, request=request, key=idempotency_key)
+        except BaseException:
+            # Nothing was created under the key: give it back so a retry runs afresh.
+            async with ctx.pool.acquire() as conn:
+                await idempotency.release(conn, member_id=member.id, key=idempotency_key)
+            raise
+        await faults.point(ctx.settings, "after_reserve")
+        try:
+            order = await settle.drive(ctx, order, ask_first=False)
+        except Unavailable as exc:
+            log.warning("payment outcome unknown; order left to recovery",
+                        extra={"order_id": str(order.id), "error": str(exc)})
+        if order.status == OrderStatus.CONFIRMED:
+            await faults.point(ctx.settings, "after_confirm")
     return views.checkout_reply(order)
+
+
+async def _cart_items(ctx: Context, member: Member) -> tuple[tuple[uuid.UUID, int], ...]:
+    async with ctx.pool.acquire() as conn:
+        rows = await carts.items(conn, member.id)
+    if not rows:
+        raise validation_error("from_cart", "the cart is empty")
+    return tuple((r["sku_id"], r["quantity"]) for r in rows)
+
+
+async def _hot_skus(ctx: Context, sku_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """The bucketed (flash-sale) SKUs among these, remembered for a few seconds."""
+    known = {s: ctx.admission.hot.get(s) for s in sku_ids}
+    missing = [s for s, hot in known.items() if hot is None]
+    if missing:
+        async with ctx.pool.acquire() as conn:
+            found = await catalog.bucketed_of(conn, missing)
+        for sku in missing:
+            known[sku] = int(found.get(sku, False))
+            if sku in found:
+                ctx.admission.hot.put(sku, int(found[sku]))
+    return [s for s, hot in known.items() if hot]
+
+
+async def _key_known(ctx: Context, member: Member, key: str) -> bool:
+    """A replay must get its first answer even when the SKU has sold out since."""
+    async with ctx.pool.acquire() as conn:
+        return await idempotency.exists(conn, member_id=member.id, key=key)
+
+
+def _out_of_stock(sku_id: uuid.UUID, quantity: int | None = None) -> Problem:
+    detail = (f"SKU {sku_id} has fewer than {quantity} units in stock" if quantity
+              else f"SKU {sku_id} does not have that many units in stock")
+    return Problem(409, "out-of-stock", "Out of stock", detail, sku_id=str(sku_id))
 
 
 def _replay(row: asyncpg.Record, request: CheckoutRequest) -> Reply:
@@ -94,11 +150,12 @@ async def _open(ctx: Context, *, member: Member, request: CheckoutRequest, key: 
         try:
             await store.reserve_stock(conn, order.lines)
         except OutOfStock as exc:
-            raise Problem(409, "out-of-stock", "Out of stock",
-                          f"SKU {exc.sku_id} has fewer than {exc.quantity} units in stock",
-                          sku_id=str(exc.sku_id)) from exc
+            if ctx.admission.hot.get(exc.sku_id):  # the crowd of a flash sale: hold it off
+                ctx.admission.sold_out(exc.sku_id, exc.available)
+            raise _out_of_stock(exc.sku_id, exc.quantity) from exc
         await store.insert_order(
-            conn, order, retry_at=now + timedelta(seconds=ctx.settings.recovery_grace_s))
+            conn, order, retry_at=now + timedelta(seconds=ctx.settings.recovery_grace_s),
+            from_cart=request.from_cart)
         await idempotency.attach_order(conn, member_id=member.id, key=key, order_id=order.id)
         await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
                                aggregate_id=str(order.id), message=messages.placed(order))

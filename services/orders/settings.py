@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -31,3 +31,24 @@ class OrdersSettings(ServiceSettings):
     recovery_batch: int = Field(default=20, ge=1, le=500)
     # An idempotency key claimed this long ago with no order behind it was abandoned.
     idempotency_claim_timeout_s: float = Field(default=60.0, gt=0)
+    # Hot SKUs (flash sales) keep their stock in this many bucket rows.
+    hot_sku_buckets: int = Field(default=8, ge=1, le=256)
+    # Checkouts of one hot SKU in progress at once in this process; beyond: 429 rate-limited.
+    hot_sku_max_in_flight: int = Field(default=16, ge=1)
+    # After an out-of-stock answer, further buyers of that SKU get 409 from memory this long.
+    sold_out_cache_s: float = Field(default=1.0, ge=0)
+    # Per-member checkout rate: a token bucket of `burst` refilled at `per_s` a second.
+    member_checkout_burst: int = Field(default=60, ge=1)
+    member_checkout_per_s: float = Field(default=10.0, gt=0)
+    # Test-only fault injection: SIGKILL this process at that saga step of a checkout request.
+    fault_crash_at: Literal[
+        "after_reserve", "after_authorize", "after_capture", "after_confirm"] | None = None
+    # Test-only: hold a checkout request this long at `fault_hold_at` (to crash a peer there).
+    fault_hold_at: Literal["after_authorize", "after_capture"] | None = None
+    fault_hold_s: float = Field(default=0.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _no_faults_in_production(self) -> OrdersSettings:
+        if self.environment == "production" and (self.fault_crash_at or self.fault_hold_at):
+            raise ValueError("fault injection (ORDERS_FAULT_*) is refused in production")
+        return self

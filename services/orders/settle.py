@@ -16,11 +16,11 @@ import grpc
 from marketplace.payments.v1.payments_pb2 import PaymentStatus as PS
 
 from services.common import outbox
-from services.orders import messages, views
+from services.orders import faults, messages, views
 from services.orders.clients import NotFound, Payment, Rejected, Unavailable
 from services.orders.context import Context
 from services.orders.domain.order import OrderEvent, OrderStatus, transition
-from services.orders.store import idempotency
+from services.orders.store import carts, idempotency
 from services.orders.store import orders as store
 from services.orders.store.orders import Order
 
@@ -65,6 +65,7 @@ async def drive(ctx: Context, order: Order, *, ask_first: bool) -> Order:
             if exc.code not in _DECLINING_CODES:
                 raise Unavailable(str(exc)) from exc
             return await cancel(ctx, order, reason=PAYMENT_DECLINED)
+        await faults.point(ctx.settings, "after_authorize")
     return await _follow(ctx, order, payment)
 
 
@@ -78,6 +79,7 @@ async def _follow(ctx: Context, order: Order, payment: Payment) -> Order:
             payment = await ctx.payments.capture(order_id=order.id, payment_id=payment.id)
         except Rejected as exc:  # e.g. voided meanwhile; the next look-up tells what it became
             raise Unavailable(str(exc)) from exc
+        await faults.point(ctx.settings, "after_capture")
     status = payment.status
     if status in (PS.PAYMENT_STATUS_CAPTURED, PS.PAYMENT_STATUS_PARTIALLY_REFUNDED):
         return await confirm(ctx, order, payment)
@@ -118,6 +120,7 @@ async def confirm(ctx: Context, order: Order, payment: Payment) -> Order:
             points_pending=done.points_pending)
         if changed:
             await store.sell_held(conn, order.lines)
+            await carts.remove_ordered(conn, order.id)
             await outbox.add_event(conn, source=SOURCE, subject="orders.order.confirmed",
                                    aggregate_id=str(order.id), message=messages.confirmed(done))
             await _complete_key(conn, done)

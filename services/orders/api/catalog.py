@@ -12,11 +12,11 @@ from fastapi.responses import Response
 
 from services.common.errors import not_found, validation_error
 from services.orders.api.deps import Ctx, decode_cursor, encode_cursor
-from services.orders.api.schemas import Product, ProductPage
-from services.orders.store import catalog
+from services.orders.api.schemas import Categories, Product, ProductPage
+from services.orders.store import catalog, products
 from services.orders.views import json_response, money
 
-router = APIRouter(prefix="/v1/products", tags=["catalog"])
+router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
 def sku_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def product_json(row: asyncpg.Record, skus: list[asyncpg.Record]) -> dict[str, A
     }
 
 
-def _page_key(cursor: str | None, searching: bool) -> catalog.PageKey | None:
+def page_key(cursor: str | None, searching: bool) -> catalog.PageKey | None:
     if cursor is None:
         return None
     pos = decode_cursor(cursor)
@@ -55,13 +55,13 @@ def _page_key(cursor: str | None, searching: bool) -> catalog.PageKey | None:
     raise validation_error("cursor", "not a cursor for this query (was `q` changed?)")
 
 
-def _next_cursor(row: asyncpg.Record, searching: bool) -> str:
+def next_cursor(row: asyncpg.Record, searching: bool) -> str:
     if searching:
         return encode_cursor({"m": "r", "r": row["rank"], "i": str(row["id"])})
     return encode_cursor({"m": "n", "t": row["created_at"].isoformat(), "i": str(row["id"])})
 
 
-@router.get("", response_model=ProductPage, summary="Search and filter products")
+@router.get("/products", response_model=ProductPage, summary="Search and filter products")
 async def list_products(
     ctx: Ctx,
     q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -79,18 +79,18 @@ async def list_products(
     searching = q is not None
     f = catalog.ProductFilter(q=q, category=category, merchant_id=merchant_id,
                               min_price=min_price, max_price=max_price, in_stock=in_stock)
-    after = _page_key(cursor, searching)
+    after = page_key(cursor, searching)
     async with ctx.pool.acquire() as conn:
         rows = await catalog.list_products(conn, f=f, after=after, limit=limit)
         page, more = rows[:limit], len(rows) > limit
         skus = await catalog.skus_of(conn, [r["id"] for r in page])
     return json_response({
         "items": [product_json(r, skus[r["id"]]) for r in page],
-        "next_cursor": _next_cursor(page[-1], searching) if more else None,
+        "next_cursor": next_cursor(page[-1], searching) if more else None,
     })
 
 
-@router.get("/{product_id}", response_model=Product, summary="One product with its SKUs")
+@router.get("/products/{product_id}", response_model=Product, summary="One product with its SKUs")
 async def get_product(ctx: Ctx, product_id: uuid.UUID) -> Response:
     async with ctx.pool.acquire() as conn:
         row = await catalog.get_product(conn, product_id)
@@ -98,3 +98,11 @@ async def get_product(ctx: Ctx, product_id: uuid.UUID) -> Response:
             raise not_found(f"product {product_id}")
         skus = await catalog.skus_of(conn, [product_id])
     return json_response(product_json(row, skus[product_id]))
+
+
+@router.get("/categories", response_model=Categories, summary="Categories with product counts")
+async def list_categories(ctx: Ctx) -> Response:
+    async with ctx.pool.acquire() as conn:
+        rows = await products.categories(conn)
+    return json_response({"items": [{"name": r["name"], "product_count": r["product_count"]}
+                                    for r in rows]})

@@ -25,6 +25,7 @@ _CHECKOUT_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": Order, "description": "payment outcome unknown: PENDING, settled later"},
     402: {**_PROBLEM, "description": "declined: CANCELLED; the order is in `order`"},
     409: {**_PROBLEM, "description": "out of stock (no order), or the key is in flight"},
+    429: {**_PROBLEM, "description": "too many checkouts by the member or of a hot SKU"},
     422: {**_PROBLEM, "description": "invalid body, missing or reused Idempotency-Key"},
 }
 
@@ -39,9 +40,12 @@ async def place_order(
         raise validation_error("Idempotency-Key", "header required (any unique string per order)")
     if len(idempotency_key) > 255:
         raise validation_error("Idempotency-Key", "at most 255 characters")
+    if (body.items is None) == (not body.from_cart):
+        raise validation_error("items", "give exactly one of `items` and `from_cart: true`")
     request = saga.CheckoutRequest(
-        items=tuple((item.sku_id, item.quantity) for item in body.items),
+        items=tuple((item.sku_id, item.quantity) for item in body.items or ()),
         payment_token=body.payment.token, points_to_redeem=body.points_to_redeem,
+        from_cart=body.from_cart,
     )
     reply = await saga.place_order(ctx, member=member, request=request,
                                    idempotency_key=idempotency_key)

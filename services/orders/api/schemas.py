@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+)
 
 
 class Money(BaseModel):
@@ -47,7 +56,8 @@ class PaymentIn(BaseModel):
 
 class PlaceOrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[OrderItemIn] = Field(min_length=1, max_length=50)
+    items: list[OrderItemIn] | None = Field(default=None, min_length=1, max_length=50)
+    from_cart: StrictBool = Field(default=False, description="check out the cart instead")
     payment: PaymentIn
     points_to_redeem: int = Field(default=0, ge=0, description="100 points redeem ¥1")
 
@@ -88,3 +98,78 @@ class MerchantCreated(BaseModel):
     id: uuid.UUID
     name: str
     api_key: str = Field(description="shown once; only its hash is stored")
+
+
+ShortKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=40)]
+ShortValue = Annotated[StrictStr, StringConstraints(max_length=100)]
+MAX_PRICE = 100_000_000  # ¥1,000,000 in fen
+MAX_STOCK = 1_000_000
+
+
+class MoneyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: StrictInt = Field(gt=0, le=MAX_PRICE, description="fen, > 0")
+    currency: Literal["CNY"] = "CNY"
+
+
+class SkuIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attributes: dict[ShortKey, ShortValue] = Field(default_factory=dict, max_length=20,
+                                                   description='flat, e.g. {"colour": "red"}')
+    price: MoneyIn
+    stock: StrictInt = Field(ge=0, le=MAX_STOCK)
+
+
+class ProductIn(BaseModel):
+    """Unknown fields (`id`, `merchant_id`, `stock_available`, ...) are refused: 422."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    category: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9 &-]*$")
+    hot: StrictBool = False
+    skus: list[SkuIn] = Field(min_length=1, max_length=50)
+
+
+class ProductPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    category: str | None = Field(default=None, min_length=1, max_length=100,
+                                 pattern=r"^[a-z0-9][a-z0-9 &-]*$")
+    hot: StrictBool | None = None
+
+
+class RestockIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quantity: StrictInt = Field(ge=1, le=MAX_STOCK)
+
+
+class ApiKey(BaseModel):
+    id: uuid.UUID
+    api_key: str = Field(description="shown once; the previous key stops working")
+
+
+class Category(BaseModel):
+    name: str
+    product_count: int
+
+
+class Categories(BaseModel):
+    items: list[Category]
+
+
+class CartItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku_id: uuid.UUID
+    quantity: StrictInt = Field(ge=0, le=100, description="0 removes the line")
+
+
+class CartItem(BaseModel):
+    sku_id: uuid.UUID
+    quantity: int
+    unit_price: Money
+
+
+class Cart(BaseModel):
+    items: list[CartItem]

@@ -144,3 +144,11 @@ async def insert_merchant(
     )
     assert row is not None
     return row
+
+
+async def bucketed_of(
+    conn: asyncpg.Connection, sku_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, bool]:
+    """Whether each existing SKU keeps its stock in buckets (a hot product's SKU)."""
+    rows = await conn.fetch("SELECT id, bucketed FROM skus WHERE id = ANY($1::uuid[])", sku_ids)
+    return {r["id"]: r["bucketed"] for r in rows}

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from services.orders.store.stock import (  # noqa: F401  (re-exported)
+    OutOfStock,
+    release_held,
+    return_sold,
+    sell_held,
+)
+from services.orders.store.stock import reserve as reserve_stock  # noqa: F401
 
 ORDER_COLUMNS = (
     "id, member_id, status, subtotal, discount, points_redeemed, total, currency, "
@@ -47,67 +54,16 @@ class Order:
     lines: tuple[Line, ...]
 
 
-class OutOfStock(Exception):
-    """A SKU has fewer units on hand than a line asks for."""
-
-    def __init__(self, sku_id: uuid.UUID, quantity: int) -> None:
-        super().__init__(f"SKU {sku_id} has fewer than {quantity} units in stock")
-        self.sku_id, self.quantity = sku_id, quantity
-
-
-def _by_sku(lines: Sequence[Line]) -> list[Line]:
-    # Every transaction touches SKU rows in id order, so two orders never deadlock.
-    return sorted(lines, key=lambda line: line.sku_id)
-
-
-async def reserve_stock(conn: asyncpg.Connection, lines: Sequence[Line]) -> None:
-    """Move units from on hand to held; raises OutOfStock (the caller rolls back)."""
-    for line in _by_sku(lines):
-        done = await conn.fetchval(
-            "UPDATE skus SET stock = stock - $2, held = held + $2, updated_at = now() "
-            "WHERE id = $1 AND stock >= $2 RETURNING true",
-            line.sku_id, line.quantity,
-        )
-        if not done:
-            raise OutOfStock(line.sku_id, line.quantity)
-
-
-async def _move(conn: asyncpg.Connection, lines: Sequence[Line], sql: str) -> None:
-    for line in _by_sku(lines):
-        done = await conn.fetchval(sql, line.sku_id, line.quantity)
-        if not done:
-            raise RuntimeError(f"stock counters of SKU {line.sku_id} disagree with its orders")
-
-
-async def release_held(conn: asyncpg.Connection, lines: Sequence[Line]) -> None:
-    """A PENDING order is cancelled: its held units go back on hand."""
-    await _move(conn, lines, (
-        "UPDATE skus SET stock = stock + $2, held = held - $2, updated_at = now() "
-        "WHERE id = $1 AND held >= $2 RETURNING true"))
-
-
-async def sell_held(conn: asyncpg.Connection, lines: Sequence[Line]) -> None:
-    """A PENDING order is paid: its held units are sold."""
-    await _move(conn, lines, (
-        "UPDATE skus SET sold = sold + $2, held = held - $2, updated_at = now() "
-        "WHERE id = $1 AND held >= $2 RETURNING true"))
-
-
-async def return_sold(conn: asyncpg.Connection, lines: Sequence[Line]) -> None:
-    """A CONFIRMED order is refunded: its sold units go back on hand."""
-    await _move(conn, lines, (
-        "UPDATE skus SET stock = stock + $2, sold = sold - $2, updated_at = now() "
-        "WHERE id = $1 AND sold >= $2 RETURNING true"))
-
-
-async def insert_order(conn: asyncpg.Connection, order: Order, *, retry_at: datetime) -> None:
+async def insert_order(
+    conn: asyncpg.Connection, order: Order, *, retry_at: datetime, from_cart: bool = False
+) -> None:
     await conn.execute(
         "INSERT INTO orders (id, member_id, status, subtotal, discount, points_redeemed, total, "
-        "currency, payment_token, idempotency_key, payment_deadline, retry_at, created_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "currency, payment_token, idempotency_key, payment_deadline, retry_at, created_at, "
+        "from_cart) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         order.id, order.member_id, order.status, order.subtotal, order.discount,
         order.points_redeemed, order.total, order.currency, order.payment_token,
-        order.idempotency_key, order.payment_deadline, retry_at, order.created_at,
+        order.idempotency_key, order.payment_deadline, retry_at, order.created_at, from_cart,
     )
     await conn.executemany(
         "INSERT INTO order_lines (order_id, line_no, sku_id, product_id, merchant_id, category, "

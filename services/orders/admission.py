@@ -1,0 +1,127 @@
+"""In-process protection of checkout: per-member rate, per-hot-SKU admission, sold-out memory.
+
+All of it answers before the database is touched, so a midnight crowd on one SKU costs
+this process a few microseconds per refused buyer and Postgres nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from services.common.errors import Problem
+
+Clock = Callable[[], float]
+_MAX_KEYS = 100_000
+
+
+def rate_limited(retry_after_s: float, detail: str) -> Problem:
+    seconds = max(1, math.ceil(retry_after_s))
+    return Problem(429, "rate-limited", "Too many requests", detail,
+                   headers={"Retry-After": str(seconds)})
+
+
+@dataclass
+class TokenBuckets:
+    """A token bucket per key: `burst` tokens, refilled at `per_s` a second."""
+
+    burst: int
+    per_s: float
+    clock: Clock = time.monotonic
+    _state: dict[uuid.UUID, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, key: uuid.UUID) -> float:
+        """0 when allowed (a token is spent); else the seconds until a token is back."""
+        now = self.clock()
+        tokens, at = self._state.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_s)
+        if tokens < 1:
+            self._state[key] = (tokens, now)
+            return (1 - tokens) / self.per_s
+        if len(self._state) >= _MAX_KEYS and key not in self._state:
+            self._state.clear()  # forgetting buckets only ever lets members through
+        self._state[key] = (tokens - 1, now)
+        return 0.0
+
+
+@dataclass
+class SkuGate:
+    """At most `limit` checkouts of one hot SKU in progress at once."""
+
+    limit: int
+    _in_flight: dict[uuid.UUID, int] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def admit(self, sku_ids: Iterable[uuid.UUID]) -> Iterator[None]:
+        """Enter for every SKU or for none; 429 when one of them is full."""
+        ids = sorted(set(sku_ids))
+        for sku in ids:
+            if self._in_flight.get(sku, 0) >= self.limit:
+                raise rate_limited(1, f"too many buyers of SKU {sku} at once; retry in a moment")
+        for sku in ids:
+            self._in_flight[sku] = self._in_flight.get(sku, 0) + 1
+        try:
+            yield
+        finally:
+            for sku in ids:
+                left = self._in_flight[sku] - 1
+                if left:
+                    self._in_flight[sku] = left
+                else:
+                    del self._in_flight[sku]
+
+
+@dataclass
+class Recent:
+    """Facts about SKUs remembered for `ttl_s`: which are hot, how few units are left."""
+
+    ttl_s: float
+    clock: Clock = time.monotonic
+    _values: dict[uuid.UUID, tuple[int, float]] = field(default_factory=dict)
+
+    def get(self, sku: uuid.UUID) -> int | None:
+        hit = self._values.get(sku)
+        if hit is None:
+            return None
+        if hit[1] <= self.clock():
+            del self._values[sku]
+            return None
+        return hit[0]
+
+    def put(self, sku: uuid.UUID, value: int) -> None:
+        if len(self._values) >= _MAX_KEYS:
+            self._values.clear()
+        self._values[sku] = (value, self.clock() + self.ttl_s)
+
+
+@dataclass
+class Admission:
+    members: TokenBuckets
+    hot_gate: SkuGate
+    hot: Recent  # sku -> 1 (bucketed) / 0
+    left: Recent  # sku -> units on hand seen by the last out-of-stock answer
+
+    @classmethod
+    def build(cls, *, burst: int, per_s: float, hot_limit: int, sold_out_s: float,
+              clock: Clock = time.monotonic) -> Admission:
+        return cls(members=TokenBuckets(burst, per_s, clock), hot_gate=SkuGate(hot_limit),
+                   hot=Recent(5.0, clock), left=Recent(sold_out_s, clock))
+
+    def check_member(self, member_id: uuid.UUID) -> None:
+        if wait := self.members.take(member_id):
+            raise rate_limited(wait, "too many checkouts from this member; slow down")
+
+    def known_short(self, items: Iterable[tuple[uuid.UUID, int]]) -> uuid.UUID | None:
+        """A SKU recently seen with fewer units than asked for, if any."""
+        for sku, quantity in items:
+            left = self.left.get(sku)
+            if left is not None and left < quantity:
+                return sku
+        return None
+
+    def sold_out(self, sku: uuid.UUID, available: int | None) -> None:
+        self.left.put(sku, available or 0)

@@ -1,0 +1,143 @@
+"""kill -9 between saga steps: orders (fault injection at each step), then payments.
+
+After each restart the recovery loop finishes what the crash interrupted; in the end no
+order is PENDING, and payments, stock and points agree with the orders (the audit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+
+from tests import factories
+from tests.e2e.conftest import Stack
+from tests.e2e.test_checkout import assert_audit_clean
+from tests.helpers import eventually
+
+STEPS = ("after_reserve", "after_authorize", "after_capture", "after_confirm")
+
+
+@contextlib.asynccontextmanager
+async def orders_env(stack: Stack, **env: str) -> AsyncIterator[None]:
+    """Orders restarted with extra ORDERS_* variables; restarted as it was afterwards."""
+    saved = dict(stack.env["orders"])
+    try:
+        await restart(stack, "orders", **env)
+        yield
+    finally:
+        stack.env["orders"] = saved
+        await restart(stack, "orders")
+
+
+async def restart(stack: Stack, name: str, **env: str) -> None:
+    if stack.children[name].proc.poll() is None:
+        stack.kill(name)
+    stack.env[name] = stack.env[name] | env
+    await stack.start(name)
+
+
+async def latest_order(stack: Stack, member_id: str) -> str:
+    conn = await asyncpg.connect(stack.db.auditor_dsn)
+    try:
+        found = await conn.fetchval("SELECT id FROM orders.orders WHERE member_id = $1 "
+                                    "ORDER BY created_at DESC LIMIT 1", uuid.UUID(member_id))
+    finally:
+        await conn.close()
+    return str(found)
+
+
+async def payment_status(stack: Stack, order_id: str) -> str | None:
+    conn = await asyncpg.connect(stack.db.auditor_dsn)
+    try:
+        return await conn.fetchval("SELECT status FROM payments.payments WHERE order_id = $1",
+                                   uuid.UUID(order_id))
+    finally:
+        await conn.close()
+
+
+async def settled(http: httpx.AsyncClient, stack: Stack, buyer: factories.SignedIn,
+                  order_ids: list[str]) -> dict[str, str]:
+    async def statuses() -> dict[str, str]:
+        found = {}
+        for order_id in order_ids:
+            answer = await http.get(f"{stack.url('orders')}/v1/orders/{order_id}",
+                                    headers=buyer.auth)
+            found[order_id] = answer.json()["status"]
+        return found
+
+    return await eventually(statuses, until=lambda s: "PENDING" not in s.values(),
+                            timeout_s=60, what="every order settled")
+
+
+async def test_orders_killed_at_every_saga_step_settles_every_order(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    buyer = await factories.member(http, stack.url("membership"))
+    sku = await factories.sku_in_stock(http, stack.url("orders"), min_stock=len(STEPS) + 1)
+    first = await http.post(f"{stack.url('orders')}/v1/orders",
+                            json=factories.order_body(sku["id"]), headers=buyer.auth
+                            | factories.idem())
+    assert first.status_code == 201, first.text
+
+    async def points() -> int:
+        me = await http.get(f"{stack.url('membership')}/v1/members/me", headers=buyer.auth)
+        return int(me.json()["points_balance"])
+
+    await eventually(points, until=lambda p: p >= len(STEPS), what="points to redeem")
+    order_ids = []
+    async with orders_env(stack, ORDERS_RECOVERY_GRACE_S="1"):
+        for step in STEPS:
+            await restart(stack, "orders", ORDERS_FAULT_CRASH_AT=step)
+            body = factories.order_body(sku["id"], points_to_redeem=1)
+            with contextlib.suppress(httpx.TransportError):
+                answer = await http.post(f"{stack.url('orders')}/v1/orders", json=body,
+                                         headers=buyer.auth | factories.idem())
+                raise AssertionError(f"orders answered {answer.status_code} instead of dying")
+            await asyncio.to_thread(stack.children["orders"].proc.wait)
+            order_ids.append(await latest_order(stack, buyer.id))
+        stack.env["orders"].pop("ORDERS_FAULT_CRASH_AT")
+        await restart(stack, "orders")
+        final = await settled(http, stack, buyer, order_ids)
+
+    assert len(set(order_ids)) == len(STEPS)
+    assert set(final.values()) <= {"CONFIRMED", "CANCELLED"}, final
+    await assert_audit_clean(stack)
+
+
+async def test_payments_killed_before_and_between_authorize_and_capture(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    buyer = await factories.member(http, stack.url("membership"))
+    sku = await factories.sku_in_stock(http, stack.url("orders"), min_stock=2)
+    order_ids = []
+    async with orders_env(stack, ORDERS_RECOVERY_GRACE_S="1",
+                          ORDERS_FAULT_HOLD_AT="after_authorize", ORDERS_FAULT_HOLD_S="10"):
+        stack.kill("payments")
+        down = await http.post(f"{stack.url('orders')}/v1/orders",
+                               json=factories.order_body(sku["id"]),
+                               headers=buyer.auth | factories.idem())
+        assert down.status_code == 202, down.text
+        order_ids.append(down.json()["id"])
+        await stack.start("payments")
+
+        held = asyncio.create_task(http.post(
+            f"{stack.url('orders')}/v1/orders", json=factories.order_body(sku["id"]),
+            headers=buyer.auth | factories.idem()))
+        await eventually(lambda: latest_order(stack, buyer.id),
+                         until=lambda o: o not in order_ids, what="the second order")
+        order_ids.append(await latest_order(stack, buyer.id))
+        await eventually(lambda: payment_status(stack, order_ids[1]),
+                         until=lambda s: s == "AUTHORIZED", what="the authorization")
+        stack.kill("payments")
+        between = await held
+        assert between.status_code == 202, between.text
+        await stack.start("payments")
+        final = await settled(http, stack, buyer, order_ids)
+
+    assert set(final.values()) <= {"CONFIRMED", "CANCELLED"}, final
+    await assert_audit_clean(stack)

@@ -1,0 +1,81 @@
+"""Checkout admission in memory: member token buckets, the hot-SKU gate, sold-out memory."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from services.common.errors import Problem
+from services.orders.admission import Admission, Recent, SkuGate, TokenBuckets
+from services.orders.settings import OrdersSettings
+from services.orders.store.stock import shares
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_member_gets_a_burst_then_tokens_at_the_refill_rate() -> None:
+    clock, member = Clock(), uuid.uuid4()
+    buckets = TokenBuckets(burst=2, per_s=0.5, clock=clock)
+    assert [buckets.take(member), buckets.take(member)] == [0.0, 0.0]
+    assert buckets.take(member) == pytest.approx(2.0)
+    assert buckets.take(uuid.uuid4()) == 0.0  # another member has a bucket of their own
+    clock.now = 2.0
+    assert buckets.take(member) == 0.0
+
+
+def test_the_gate_admits_up_to_its_limit_per_sku_and_lets_go_on_exit() -> None:
+    gate, hot, other = SkuGate(limit=1), uuid.uuid4(), uuid.uuid4()
+    with gate.admit([hot]):
+        with pytest.raises(Problem) as refused, gate.admit([other, hot]):
+            pass
+        assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "1"
+        with gate.admit([other]):
+            pass
+    with gate.admit([hot]):
+        pass
+    assert gate._in_flight == {}
+
+
+def test_sold_out_memory_answers_only_for_what_it_saw_and_forgets() -> None:
+    clock, sku = Clock(), uuid.uuid4()
+    admission = Admission.build(burst=1, per_s=1, hot_limit=1, sold_out_s=1.0, clock=clock)
+    admission.sold_out(sku, 2)
+    assert admission.known_short([(sku, 3)]) == sku
+    assert admission.known_short([(sku, 2)]) is None
+    clock.now = 1.0
+    assert admission.known_short([(sku, 3)]) is None
+
+
+def test_recent_values_expire() -> None:
+    clock, sku = Clock(), uuid.uuid4()
+    recent = Recent(ttl_s=5, clock=clock)
+    recent.put(sku, 1)
+    clock.now = 4.9
+    assert recent.get(sku) == 1
+    clock.now = 5.0
+    assert recent.get(sku) is None
+
+
+@pytest.mark.parametrize(("quantity", "buckets", "expected"),
+                         [(12, 8, [2, 2, 2, 2, 1, 1, 1, 1]), (3, 4, [1, 1, 1, 0]), (0, 2, [0, 0])])
+def test_stock_spreads_over_buckets_to_the_unit(quantity, buckets, expected) -> None:
+    assert shares(quantity, buckets) == expected
+    assert sum(shares(quantity, buckets)) == quantity
+
+
+def test_fault_injection_is_refused_in_production() -> None:
+    with pytest.raises(ValidationError, match="fault injection"):
+        OrdersSettings(database_url="postgresql://x", environment="production",
+                       internal_auth_secret="a-real-production-secret",
+                       fault_crash_at="after_capture")
+    test = OrdersSettings(database_url="postgresql://x", environment="test",
+                          fault_crash_at="after_capture")
+    assert test.fault_crash_at == "after_capture"

@@ -95,6 +95,9 @@ class _IdentityClientInterceptor(aio.UnaryUnaryClientInterceptor):
         details = details._replace(
             metadata=metadata,
             timeout=details.timeout if details.timeout is not None else self.timeout_s,
+            # While a peer restarts, wait (within the deadline) for the channel to reconnect
+            # rather than failing at once with UNAVAILABLE.
+            wait_for_ready=True if details.wait_for_ready is None else details.wait_for_ready,
         )
         return await continuation(details, request)
 

@@ -115,8 +115,9 @@ async def test_payments_killed_before_and_between_authorize_and_capture(
     buyer = await factories.member(http, stack.url("membership"))
     sku = await factories.sku_in_stock(http, stack.url("orders"), min_stock=2)
     order_ids = []
-    async with orders_env(stack, ORDERS_RECOVERY_GRACE_S="1",
-                          ORDERS_FAULT_HOLD_AT="after_authorize", ORDERS_FAULT_HOLD_S="10"):
+    # Recovery must not take over a checkout still in flight: its grace outlasts the hold.
+    async with orders_env(stack, ORDERS_RECOVERY_GRACE_S="6",
+                          ORDERS_FAULT_HOLD_AT="after_authorize", ORDERS_FAULT_HOLD_S="4"):
         stack.kill("payments")
         down = await http.post(f"{stack.url('orders')}/v1/orders",
                                json=factories.order_body(sku["id"]),

@@ -68,7 +68,8 @@ async def test_only_orders_may_call(membership: Running) -> None:
             await pb_grpc.MembershipServiceStub(ch).GetMember(
                 pb.GetMemberRequest(member_id=str(uuid.uuid4())))
 
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # payments proves who it is, but only orders may call membership.
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_reserve_then_commit_spends_the_points_once(membership: Running) -> None:

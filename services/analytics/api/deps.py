@@ -17,7 +17,7 @@ from services.analytics.settings import AnalyticsSettings
 from services.common import auth, errors
 
 
-def _settings(request: Request) -> AnalyticsSettings:
+async def _settings(request: Request) -> AnalyticsSettings:
     settings: AnalyticsSettings = request.app.state.settings
     return settings
 
@@ -28,14 +28,14 @@ async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
         yield conn
 
 
-def _require_admin(
+async def _require_admin(
     settings: Annotated[AnalyticsSettings, Depends(_settings)],
     x_admin_key: Annotated[str | None, Header(alias="X-Admin-Key")] = None,
 ) -> None:
     auth.check_admin_key(x_admin_key, settings.admin_api_key.get_secret_value())
 
 
-def _window(
+async def _window(
     start: Annotated[
         datetime | None, Query(alias="from", description="RFC 3339; default: an hour before to")
     ] = None,
@@ -47,7 +47,7 @@ def _window(
         raise errors.validation_error(exc.field, exc.message) from exc
 
 
-def _series_window(
+async def _series_window(
     window: Annotated[tuple[datetime, datetime], Depends(_window)],
     granularity: Annotated[Granularity, Query(description="bucket size of the series")] = "minute",
 ) -> tuple[datetime, datetime, Granularity]:

@@ -25,7 +25,7 @@ class Context:
     logins_per_client: SlidingWindow
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
     context: Context = request.app.state.membership
     return context
 
@@ -42,7 +42,7 @@ async def current_member(
 CurrentMember = Annotated[auth.Member, Depends(current_member)]
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     # The peer address; behind a proxy this is the proxy (trusted forwarding is not set up).
     return request.client.host if request.client else "unknown"
 

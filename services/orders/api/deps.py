@@ -14,7 +14,7 @@ from services.common.errors import validation_error
 from services.orders.context import Context
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 

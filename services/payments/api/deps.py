@@ -38,7 +38,7 @@ class MerchantCaller:
         return self.merchant_id is None or self.merchant_id == merchant_id
 
 
-def _ctx(request: Request) -> ApiContext:
+async def _ctx(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
@@ -57,7 +57,7 @@ async def _member(
     return await ctx.verifier.member(authorization)
 
 
-def _admin(
+async def _admin(
     ctx: Annotated[ApiContext, Depends(_ctx)],
     x_admin_key: Annotated[str | None, Header()] = None,
 ) -> None:

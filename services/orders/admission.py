@@ -99,16 +99,42 @@ class Recent:
 
 
 @dataclass
+class Slots:
+    """At most `limit` checkouts in progress in this process; beyond: 503 at once.
+
+    Checkout capacity is small next to a midnight crowd: queueing the excess only makes
+    every answer late (Little's law), so it is shed while the admitted stay fast.
+    """
+
+    limit: int
+    in_flight: int = 0
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        if self.in_flight >= self.limit:
+            raise Problem(503, "overloaded", "Service overloaded",
+                          "too many checkouts in progress; retry in a moment",
+                          headers={"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+@dataclass
 class Admission:
     members: TokenBuckets
     hot_gate: SkuGate
+    checkouts: Slots
     hot: Recent  # sku -> 1 (bucketed) / 0
     left: Recent  # sku -> units on hand seen by the last out-of-stock answer
 
     @classmethod
     def build(cls, *, burst: int, per_s: float, hot_limit: int, sold_out_s: float,
-              clock: Clock = time.monotonic) -> Admission:
+              max_checkouts: int = 16, clock: Clock = time.monotonic) -> Admission:
         return cls(members=TokenBuckets(burst, per_s, clock), hot_gate=SkuGate(hot_limit),
+                   checkouts=Slots(max_checkouts),
                    hot=Recent(5.0, clock), left=Recent(sold_out_s, clock))
 
     def check_member(self, member_id: uuid.UUID) -> None:

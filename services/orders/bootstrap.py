@@ -55,7 +55,8 @@ async def start(settings: OrdersSettings) -> Service:
         verifier=JwksVerifier(settings.jwks_url),
         admission=Admission.build(
             burst=settings.member_checkout_burst, per_s=settings.member_checkout_per_s,
-            hot_limit=settings.hot_sku_max_in_flight, sold_out_s=settings.sold_out_cache_s),
+            hot_limit=settings.hot_sku_max_in_flight, sold_out_s=settings.sold_out_cache_s,
+            max_checkouts=settings.max_checkouts_in_flight),
     )
     app = web.create_app(
         title="Orders",

@@ -60,7 +60,8 @@ async def place_order(
     short = ctx.admission.known_short(items)
     if short is not None and not await _key_known(ctx, member, idempotency_key):
         raise _out_of_stock(short)
-    with ctx.admission.hot_gate.admit(hot):
+    # The per-SKU gate first: a flash-sale crowd gets its 429 before any general shedding.
+    with ctx.admission.hot_gate.admit(hot), ctx.admission.checkouts.enter():
         return await _checkout(ctx, member=member, request=request, items=items,
                                idempotency_key=idempotency_key)
 

@@ -35,6 +35,8 @@ class OrdersSettings(ServiceSettings):
     hot_sku_buckets: int = Field(default=8, ge=1, le=256)
     # Checkouts of one hot SKU in progress at once in this process; beyond: 429 rate-limited.
     hot_sku_max_in_flight: int = Field(default=16, ge=1)
+    # Checkouts in progress at once in this process; beyond: 503 overloaded + Retry-After.
+    max_checkouts_in_flight: int = Field(default=16, ge=1)
     # After an out-of-stock answer, further buyers of that SKU get 409 from memory this long.
     sold_out_cache_s: float = Field(default=1.0, ge=0)
     # Per-member checkout rate: a token bucket of `burst` refilled at `per_s` a second.

@@ -50,11 +50,7 @@ async def checkout_burst(
     async def buyer_loop(buyer: factories.SignedIn) -> None:
         for _ in range(per_buyer):
             try:
-                answer = await http.post(
-                    f"{stack.url('orders')}/v1/orders",
-                    json=factories.order_body(catalog.sku_id, token=token),
-                    headers=buyer.auth | factories.idem(),
-                )
+                answer = await _place(http, stack, buyer, catalog, token)
                 result.statuses[str(answer.status_code)] += 1
                 order = answer.json().get("order", answer.json())
                 if answer.status_code in (201, 202, 402) and "id" in order:
@@ -67,6 +63,22 @@ async def checkout_burst(
 
     await asyncio.gather(*(buyer_loop(b) for b in buyers))
     return result
+
+
+async def _place(
+    http: httpx.AsyncClient, stack: ServiceStack, buyer: factories.SignedIn,
+    catalog: Catalog, token: str, *, attempts: int = 10,
+) -> httpx.Response:
+    """One checkout as a storefront places it: a shed request (503 + Retry-After) is sent
+    again after the pause it asks for, with the same Idempotency-Key."""
+    headers = buyer.auth | factories.idem()
+    body = factories.order_body(catalog.sku_id, token=token)
+    for _ in range(attempts):
+        answer = await http.post(f"{stack.url('orders')}/v1/orders", json=body, headers=headers)
+        if answer.status_code != 503 or "retry-after" not in answer.headers:
+            return answer
+        await asyncio.sleep(float(answer.headers["retry-after"]))  # as the server asks
+    return answer
 
 
 async def assert_settled(stack: ServiceStack, accepted: dict[str, str]) -> None:

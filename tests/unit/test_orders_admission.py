@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.common.errors import Problem
-from services.orders.admission import Admission, Recent, SkuGate, TokenBuckets
+from services.orders.admission import Admission, Recent, SkuGate, Slots, TokenBuckets
 from services.orders.settings import OrdersSettings
 from services.orders.store.stock import shares
 
@@ -79,3 +79,16 @@ def test_fault_injection_is_refused_in_production() -> None:
     test = OrdersSettings(database_url="postgresql://x", environment="test",
                           fault_crash_at="after_capture")
     assert test.fault_crash_at == "after_capture"
+
+
+def test_checkouts_beyond_the_limit_are_shed_with_503_and_retry_after() -> None:
+    slots = Slots(limit=2)
+    with slots.enter(), slots.enter():
+        with pytest.raises(Problem) as shed, slots.enter():
+            pass
+        assert shed.value.status == 503
+        assert shed.value.slug == "overloaded"
+        assert shed.value.headers["Retry-After"] == "1"
+    with slots.enter():  # finished checkouts give their slots back
+        assert slots.in_flight == 1
+    assert slots.in_flight == 0

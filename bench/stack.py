@@ -42,7 +42,9 @@ class Target:
 
     @property
     def nats_url(self) -> str:
-        return str(read_state(self.data)["nats_url"])
+        state = read_state(self.data)
+        # The embedded NATS has one user per service; the bench uses the admin login.
+        return str(state.get("admin_nats_url") or state["nats_url"])
 
 
 def all_ready(target_base: int) -> bool:

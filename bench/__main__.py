@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import ceilings, generator, output, pools, probes, runs
+from bench import ceilings, flash, generator, output, pools, probes, runs
 from bench.openloop import best_rate
 from bench.output import Row
 from bench.stack import Target, ensure_stack
@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", 8000)))
     p.add_argument("--no-profile", action="store_true", help="skip py-spy on orders")
     p.add_argument("--no-ceilings", action="store_true", help="only the stack and overload")
+    p.add_argument("--flash", action="store_true",
+                   help="at the end: one hot SKU's decision rate beside pgbench on its SQL")
+    p.add_argument("--flash-rate", type=float, default=300.0,
+                   help="offered checkouts per second on the hot SKU (--flash)")
+    p.add_argument("--flash-s", type=int, default=10,
+                   help="seconds of flash load, and of its pgbench (--flash)")
     return p
 
 
@@ -117,6 +123,9 @@ async def _run(args: argparse.Namespace, target: Target, stamp: str) -> list[Row
               f"shed answers with Retry-After)")
     if not args.no_ceilings:
         rows += await _ceilings(target, cat, args.ceiling_step_s, args.pgbench_s)
+    if args.flash:
+        rows += await flash.run(target, cat, shoppers, rate=args.flash_rate,
+                                seconds=args.flash_s)
     _ratios(rows)
     if profile is not None and profile.with_suffix(".txt").exists():
         print(f"\nprofile of orders at {rates[-1]:.0f}/s: {profile.with_suffix('.svg')}")

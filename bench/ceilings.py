@@ -48,15 +48,20 @@ def pgbench_binary() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / "pgbench"
 
 
-async def prepare_db(admin_dsn: str) -> str:
-    """A fresh `bench_ceiling` database with the orders schema and 1,000 bottomless SKUs."""
+async def scratch_db(admin_dsn: str) -> str:
+    """(Re)create the empty scratch database `bench_ceiling`; returns its DSN."""
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
         await admin.execute(f"CREATE DATABASE {BENCH_DB}")
     finally:
         await admin.close()
-    dsn = _with_db(admin_dsn, BENCH_DB)
+    return _with_db(admin_dsn, BENCH_DB)
+
+
+async def prepare_db(admin_dsn: str) -> str:
+    """A fresh `bench_ceiling` database with the orders schema and 1,000 bottomless SKUs."""
+    dsn = await scratch_db(admin_dsn)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE SCHEMA orders")
@@ -85,13 +90,17 @@ async def drop_db(admin_dsn: str) -> None:
         await admin.close()
 
 
-def run_pgbench(dsn: str, *, seconds: int, clients: int = 8) -> Pgbench:
-    """pgbench -M prepared with the checkout script; tps without connection time."""
+def run_pgbench(
+    dsn: str, *, seconds: int, clients: int = 8, script: Path = SCRIPT,
+    search_path: str | None = "orders",
+) -> Pgbench:
+    """pgbench -M prepared with a script (the checkout's by default); tps without connecting."""
     parts = urlsplit(dsn)
-    env = dict(os.environ) | {"PGPASSWORD": parts.password or "",
-                              "PGOPTIONS": "-c search_path=orders"}
+    env = dict(os.environ) | {"PGPASSWORD": parts.password or ""}
+    if search_path:
+        env["PGOPTIONS"] = f"-c search_path={search_path}"
     cmd = [str(pgbench_binary()), "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
-           "-T", str(seconds), "-f", str(SCRIPT), "-h", parts.hostname or "127.0.0.1",
+           "-T", str(seconds), "-f", str(script), "-h", parts.hostname or "127.0.0.1",
            "-p", str(parts.port or 5432), "-U", parts.username or "postgres", BENCH_DB]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
                           timeout=seconds + 60)

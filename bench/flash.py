@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import re
-import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -117,13 +113,7 @@ async def _hot_stock(orders_url: str, cat: Catalog) -> dict[str, int]:
 
 async def _prepare_db(admin_dsn: str) -> str:
     """A fresh scratch `bench_ceiling` with one SKU's bucket rows that never run out."""
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {ceilings.BENCH_DB} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {ceilings.BENCH_DB}")
-    finally:
-        await admin.close()
-    dsn = ceilings._with_db(admin_dsn, ceilings.BENCH_DB)
+    dsn = await ceilings.scratch_db(admin_dsn)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(  # as orders.sku_stock_buckets: (sku, bucket) key, checked stock
@@ -135,25 +125,6 @@ async def _prepare_db(admin_dsn: str) -> str:
     finally:
         await conn.close()
     return dsn
-
-
-def _run_pgbench(dsn: str, *, seconds: int, clients: int = 8) -> ceilings.Pgbench:
-    """pgbench -M prepared -c 8 -j 2 with flash.pgbench.sql, as ceilings.run_pgbench."""
-    parts = urlsplit(dsn)
-    env = dict(os.environ) | {"PGPASSWORD": parts.password or ""}
-    cmd = [str(ceilings.pgbench_binary()), "-n", "-M", "prepared", "-c", str(clients),
-           "-j", "2", "-T", str(seconds), "-f", str(SCRIPT),
-           "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432),
-           "-U", parts.username or "postgres", ceilings.BENCH_DB]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
-                          timeout=seconds + 60)
-    if done.returncode != 0:
-        raise SystemExit(f"pgbench (flash) failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    tps = re.search(r"tps = ([0-9.]+)", done.stdout)
-    latency = re.search(r"latency average = ([0-9.]+) ms", done.stdout)
-    if tps is None or latency is None:
-        raise SystemExit(f"cannot read pgbench's output:\n{done.stdout}")
-    return ceilings.Pgbench(float(tps.group(1)), float(latency.group(1)), clients)
 
 
 def _counts_text(counts: Counter[int]) -> str:
@@ -188,7 +159,8 @@ async def run(target: Target, cat: Catalog, shoppers: list[Shopper], *, rate: fl
 
     dsn = await _prepare_db(target.admin_dsn)
     try:
-        pg = await asyncio.to_thread(_run_pgbench, dsn, seconds=seconds)
+        pg = await asyncio.to_thread(
+            ceilings.run_pgbench, dsn, seconds=seconds, script=SCRIPT, search_path=None)
     finally:
         await ceilings.drop_db(target.admin_dsn)
     ratio = per_s / pg.tps if pg.tps else math.nan

@@ -47,6 +47,32 @@ async def test_bola_another_members_order_and_payment_are_not_found(
     assert still["status"] == "CONFIRMED"
 
 
+async def test_bola_a_cart_is_only_ever_ones_own(
+    stack: ServiceStack, http: httpx.AsyncClient, catalog: Catalog
+) -> None:
+    """The cart has no id to guess: every cart call acts on the signed-in member's cart only,
+    so A can neither read nor empty B's cart, nor check out from it."""
+    alice = await factories.member(http, stack.url("membership"))
+    bob = await factories.member(http, stack.url("membership"))
+    cart = f"{stack.url('orders')}/v1/cart/items"
+    put = await http.put(cart, json={"sku_id": catalog.sku_id, "quantity": 2}, headers=bob.auth)
+    assert put.status_code in (200, 201, 204), put.text
+
+    seen_by_alice = await http.get(cart, headers=alice.auth)
+    assert seen_by_alice.json()["items"] == []
+    emptied = await http.delete(cart, params={"sku_id": catalog.sku_id}, headers=alice.auth)
+    assert emptied.status_code < 500, emptied.text
+    from_cart = {"from_cart": True, "payment": {"token": "tok_visa"}}
+    checkout = await http.post(
+        f"{stack.url('orders')}/v1/orders", json=from_cart, headers=alice.auth | factories.idem()
+    )
+    assert checkout.status_code == 422, checkout.text  # alice's own cart is empty
+
+    bobs = (await http.get(cart, headers=bob.auth)).json()["items"]
+    assert [(i["sku_id"], i["quantity"]) for i in bobs] == [(catalog.sku_id, 2)]
+    assert (await http.get(cart)).status_code == 401  # and nobody's cart without a token
+
+
 async def test_mass_assignment_changes_nothing(
     stack: ServiceStack, http: httpx.AsyncClient, catalog: Catalog
 ) -> None:

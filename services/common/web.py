@@ -111,6 +111,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    errors.document_problems(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

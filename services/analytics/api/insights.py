@@ -16,7 +16,7 @@ from services.analytics.domain import kanon
 from services.analytics.operator_queries import Granularity
 from services.common import errors
 
-router = APIRouter(prefix="/v1/insights", tags=["insights"])
+router = APIRouter(prefix="/v1/insights", tags=["insights"], responses=errors.problems(401))
 
 GROUPS_NOTE = (
     f"groups with fewer than {kanon.K} distinct buyers are merged into \"other\"; "
@@ -69,7 +69,7 @@ def _groups(buckets: list[kanon.Bucket]) -> list[GroupOut]:
     return [GroupOut(group=b.group, buyers=b.buyers, gmv=money(b.gmv)) for b in buckets]
 
 
-@router.get("/merchants/{merchant_id}", response_model=InsightsOut)
+@router.get("/merchants/{merchant_id}", response_model=InsightsOut, responses=errors.problems(404))
 async def merchant_insights(
     merchant_id: uuid.UUID, me: Merchant, window: SeriesWindow, conn: Connection,
     top: Annotated[int, Query(ge=1, le=100, description="how many top SKUs")] = 10,

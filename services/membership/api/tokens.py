@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.common.errors import validation_error
+from services.common.errors import problems, validation_error
 from services.membership import accounts
 from services.membership.api.deps import ClientAddress, Ctx
 from services.membership.api.models import TokenRequest, TokenResponse
@@ -15,7 +15,7 @@ from services.membership.sessions import TokenPair
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/v1/auth/token", response_model=TokenResponse)
+@router.post("/v1/auth/token", response_model=TokenResponse, responses=problems(401, 429))
 async def token(body: TokenRequest, ctx: Ctx, client: ClientAddress) -> TokenResponse:
     if wait := ctx.logins_per_client.hit(client):
         raise rate_limited(wait, "client")

@@ -10,7 +10,7 @@ import asyncpg
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from services.common.errors import not_found, validation_error
+from services.common.errors import not_found, problems, validation_error
 from services.orders.api.deps import Ctx, decode_cursor, encode_cursor
 from services.orders.api.schemas import Categories, Product, ProductPage
 from services.orders.store import catalog, products
@@ -90,7 +90,8 @@ async def list_products(
     })
 
 
-@router.get("/products/{product_id}", response_model=Product, summary="One product with its SKUs")
+@router.get("/products/{product_id}", response_model=Product, responses=problems(404),
+            summary="One product with its SKUs")
 async def get_product(ctx: Ctx, product_id: uuid.UUID) -> Response:
     async with ctx.pool.acquire() as conn:
         row = await catalog.get_product(conn, product_id)

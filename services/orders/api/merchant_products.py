@@ -18,7 +18,7 @@ from services.orders.api.schemas import Product, ProductIn, ProductPage, Product
 from services.orders.store import catalog, products, stock
 from services.orders.views import json_response
 
-router = APIRouter(prefix="/v1/merchant", tags=["merchant catalog"])
+router = APIRouter(prefix="/v1/merchant", tags=["merchant catalog"], responses=errors.problems(401))
 
 
 async def _product_json(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, object]:
@@ -50,7 +50,7 @@ async def create_product(ctx: Ctx, merchant: CurrentMerchant, body: ProductIn) -
     return json_response(answer, status_code=201)
 
 
-@router.patch("/products/{product_id}", response_model=Product,
+@router.patch("/products/{product_id}", response_model=Product, responses=errors.problems(404),
               summary="Change a product's title, description, category or hot flag")
 async def update_product(
     ctx: Ctx, merchant: CurrentMerchant, product_id: uuid.UUID, body: ProductPatch
@@ -73,7 +73,8 @@ async def update_product(
     return json_response(answer)
 
 
-@router.post("/skus/{sku_id}/restock", summary="Add units on hand to one of the merchant's SKUs")
+@router.post("/skus/{sku_id}/restock", responses=errors.problems(404),
+             summary="Add units on hand to one of the merchant's SKUs")
 async def restock(
     ctx: Ctx, merchant: CurrentMerchant, sku_id: uuid.UUID, body: RestockIn
 ) -> Response:

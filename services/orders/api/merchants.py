@@ -57,6 +57,7 @@ async def _announce(conn: asyncpg.Connection, subject: str, row: asyncpg.Record,
 
 
 @router.post("/merchants", status_code=201, response_model=MerchantCreated,
+             responses=errors.problems(401),
              summary="Create a merchant and its API key (admin)")
 async def create_merchant(
     ctx: Ctx, body: MerchantIn,
@@ -74,7 +75,7 @@ async def create_merchant(
                          status_code=201)
 
 
-@router.post("/merchant/api-key/rotate", response_model=ApiKey,
+@router.post("/merchant/api-key/rotate", response_model=ApiKey, responses=errors.problems(401),
              summary="Replace the merchant's API key (merchant)")
 async def rotate_api_key(ctx: Ctx, merchant: CurrentMerchant) -> Response:
     """The new key is in this answer only; the old one stops working at once."""

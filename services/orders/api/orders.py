@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
-from services.common.errors import Problem, not_found, validation_error
+from services.common.errors import Problem, not_found, problems, validation_error
 from services.orders import saga, settle
 from services.orders.api.deps import Ctx, CurrentMember, decode_cursor, encode_cursor
 from services.orders.api.schemas import Order, OrderPage, PlaceOrderIn
@@ -75,7 +75,8 @@ async def list_orders(
     return json_response({"items": [order_json(o) for o in page], "next_cursor": next_cursor})
 
 
-@router.get("/{order_id}", response_model=Order, summary="One of the member's orders")
+@router.get("/{order_id}", response_model=Order, responses=problems(404),
+            summary="One of the member's orders")
 async def get_order(ctx: Ctx, member: CurrentMember, order_id: uuid.UUID) -> Response:
     async with ctx.pool.acquire() as conn:
         order = await store.get_order(conn, order_id, member_id=member.id)
@@ -84,7 +85,8 @@ async def get_order(ctx: Ctx, member: CurrentMember, order_id: uuid.UUID) -> Res
     return json_response(order_json(order))
 
 
-@router.post("/{order_id}/cancel", response_model=Order, summary="Cancel or refund an order")
+@router.post("/{order_id}/cancel", response_model=Order, responses=problems(404),
+             summary="Cancel or refund an order")
 async def cancel_order(ctx: Ctx, member: CurrentMember, order_id: uuid.UUID) -> Response:
     """PENDING → CANCELLED; CONFIRMED → refunded and REFUNDED; a final order stays as it is."""
     async with ctx.pool.acquire() as conn:

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,6 +15,15 @@ from pydantic import (
     StrictStr,
     StringConstraints,
 )
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:  # Postgres text and jsonb cannot store NUL: refuse it, not a 500
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 class Money(BaseModel):
@@ -91,7 +101,7 @@ class OrderPage(BaseModel):
 
 class MerchantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
 
 
 class MerchantCreated(BaseModel):
@@ -100,8 +110,9 @@ class MerchantCreated(BaseModel):
     api_key: str = Field(description="shown once; only its hash is stored")
 
 
-ShortKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=40)]
-ShortValue = Annotated[StrictStr, StringConstraints(max_length=100)]
+ShortKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=40),
+                    AfterValidator(_no_nul)]
+ShortValue = Annotated[StrictStr, StringConstraints(max_length=100), AfterValidator(_no_nul)]
 MAX_PRICE = 100_000_000  # ¥1,000,000 in fen
 MAX_STOCK = 1_000_000
 
@@ -124,8 +135,8 @@ class ProductIn(BaseModel):
     """Unknown fields (`id`, `merchant_id`, `stock_available`, ...) are refused: 422."""
 
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=5000)
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=5000)
     category: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9 &-]*$")
     hot: StrictBool = False
     skus: list[SkuIn] = Field(min_length=1, max_length=50)
@@ -133,8 +144,8 @@ class ProductIn(BaseModel):
 
 class ProductPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=5000)
+    title: Text | None = Field(default=None, min_length=1, max_length=200)
+    description: Text | None = Field(default=None, max_length=5000)
     category: str | None = Field(default=None, min_length=1, max_length=100,
                                  pattern=r"^[a-z0-9][a-z0-9 &-]*$")
     hot: StrictBool | None = None

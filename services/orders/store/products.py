@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -40,7 +39,7 @@ async def insert_product(
     await conn.executemany(
         "INSERT INTO skus (id, product_id, attributes, price, currency, stock, initial_stock) "
         "VALUES ($1, $2, $3::jsonb, $4, $5, $6, $6)",
-        [(sid, row["id"], json.dumps(attrs), price, cur, stock)
+        [(sid, row["id"], attrs, price, cur, stock)  # the pool's jsonb codec encodes
          for sid, (attrs, price, cur, stock) in zip(sku_ids, skus, strict=True)])
     return row, sku_ids
 

@@ -23,7 +23,7 @@ KEY_PREFIX = "admin:"
 
 @router.post(
     "/payments/{payment_id}/refunds", status_code=201, response_model=RefundOut,
-    dependencies=[Admin],
+    dependencies=[Admin], responses=errors.problems(404),
 )
 async def refund(
     payment_id: uuid.UUID,

@@ -23,7 +23,7 @@ from services.payments.api.models import (
 router = APIRouter(prefix="/v1", default_response_class=JSONResponse)
 
 
-@router.get("/payments/{payment_id}", response_model=PaymentOut)
+@router.get("/payments/{payment_id}", response_model=PaymentOut, responses=errors.problems(404))
 async def get_payment(payment_id: uuid.UUID, member: CurrentMember, conn: Conn) -> PaymentOut:
     payment = await store.get(conn, payment_id)
     # Another member's payment is answered exactly like a missing one.

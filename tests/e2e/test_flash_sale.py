@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from seeds.members import bulk_members
@@ -15,6 +16,7 @@ from services.membership.keys import KeyRing
 from tests import factories
 from tests.e2e.conftest import Stack
 from tests.e2e.test_checkout import assert_audit_clean
+from tests.helpers import eventually
 
 UNITS, BUYERS, ATTEMPTS = 100, 500, 2_000
 CONNECTIONS = 100
@@ -44,6 +46,18 @@ async def buyers(stack: Stack, count: int) -> list[dict[str, str]]:
         for member_id in ids]
 
 
+async def confirmed(stack: Stack, sku_id: str) -> int:
+    """Units of the SKU in CONFIRMED orders, read as the auditor."""
+    conn = await asyncpg.connect(stack.db.auditor_dsn)
+    try:
+        return int(await conn.fetchval(
+            "SELECT coalesce(sum(l.quantity), 0) FROM orders.order_lines l "
+            "JOIN orders.orders o ON o.id = l.order_id "
+            "WHERE l.sku_id = $1::uuid AND o.status = 'CONFIRMED'", sku_id))
+    finally:
+        await conn.close()
+
+
 async def test_a_flash_sale_sells_exactly_its_stock_and_refuses_the_rest_quickly(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
@@ -71,11 +85,15 @@ async def test_a_flash_sale_sells_exactly_its_stock_and_refuses_the_rest_quickly
 
     print(f"sale took {time.monotonic() - t0:.1f}s")
     statuses = Counter(status for status, _ in answers)
-    assert statuses[201] == UNITS, statuses
-    assert set(statuses) <= {201, 409, 429}, statuses
+    # 202: sold, but payments answered after the RPC deadline (a loaded machine); the
+    # recovery loop confirms it. Every other buyer is refused: 409 sold out, 429 admission.
+    assert set(statuses) <= {201, 202, 409, 429}, statuses
+    assert statuses[201] + statuses[202] == UNITS, statuses
+    assert await eventually(lambda: confirmed(stack, sku_id), until=lambda n: n == UNITS,
+                            timeout_s=60, what="every sold unit confirmed") == UNITS
     left = (await http.get(f"{stack.url('orders')}/v1/products/{product['id']}")).json()
     assert left["skus"][0]["stock_available"] == 0
-    refused = sorted(t for status, t in answers if status != 201)
+    refused = sorted(t for status, t in answers if status not in (201, 202))
     print(f"\nflash sale: {dict(statuses)}; refusals p50 {refused[len(refused) // 2]:.3f}s "
           f"p99 {refused[len(refused) * 99 // 100]:.3f}s")
     await assert_audit_clean(stack)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import asyncpg
 import orjson
@@ -82,7 +81,3 @@ async def connect(dsn: str, *, schema: str, application_name: str) -> asyncpg.Co
     )
     await _init_connection(conn)
     return conn
-
-
-def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
-    return dict(record) if record is not None else None

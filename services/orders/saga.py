@@ -26,7 +26,7 @@ from services.orders.domain.order import OrderStatus
 from services.orders.domain.pricing import PricedLine, PricingError, price_order
 from services.orders.store import carts, catalog, idempotency
 from services.orders.store import orders as store
-from services.orders.store.orders import Line, Order, OutOfStock
+from services.orders.store.orders import Line, Order, OutOfStock, StaleHotness
 from services.orders.views import Reply
 
 log = logging.getLogger(__name__)
@@ -56,34 +56,44 @@ async def place_order(
     """Answer a checkout, or replay the answer already given for this key."""
     ctx.admission.check_member(member.id)
     items = request.items or await _cart_items(ctx, member)
-    hot = await _hot_skus(ctx, [sku for sku, _ in items])
+    skus = await _skus_unless_known(ctx, [sku for sku, _ in items])
+    hot = [sku for sku, _ in items if ctx.admission.hot.get(sku)]
     short = ctx.admission.known_short(items)
     if short is not None and not await _key_known(ctx, member, idempotency_key):
         raise _out_of_stock(short)
     # The per-SKU gate first: a flash-sale crowd gets its 429 before any general shedding.
     with ctx.admission.hot_gate.admit(hot), ctx.admission.checkouts.enter():
-        return await _checkout(ctx, member=member, request=request, items=items,
+        return await _checkout(ctx, member=member, request=request, items=items, skus=skus,
                                idempotency_key=idempotency_key)
+
+
+class _KeyHeld(Exception):
+    """The idempotency key already has a record: answer from it, create nothing."""
+
+    def __init__(self, row: asyncpg.Record) -> None:
+        super().__init__("idempotency key already used")
+        self.row = row
 
 
 async def _checkout(
     ctx: Context, *, member: Member, request: CheckoutRequest,
-    items: tuple[tuple[uuid.UUID, int], ...], idempotency_key: str,
+    items: tuple[tuple[uuid.UUID, int], ...], skus: _Skus | None, idempotency_key: str,
 ) -> Reply:
-    async with ctx.pool.acquire() as conn:
-        held = await idempotency.claim(
-            conn, member_id=member.id, key=idempotency_key, request_hash=request.fingerprint(),
-            claim_timeout_s=ctx.settings.idempotency_claim_timeout_s)
-    if held is not None:
-        return _replay(held, request)
+    request_hash = request.fingerprint()  # of the body as sent (a cart checkout names no items)
     request = dataclasses.replace(request, items=items)
     with faults.armed():
         try:
-            order = await _open(ctx, member=member, request=request, key=idempotency_key)
-        except BaseException:
-            # Nothing was created under the key: give it back so a retry runs afresh.
+            order = await _open(ctx, member=member, request=request, skus=skus,
+                                key=idempotency_key, request_hash=request_hash)
+        except _KeyHeld as held:
+            return _replay(held.row, request_hash)
+        except Problem:
+            # Refused now (stock, points, SKUs changed since): a retry still gets its first
+            # answer. Nothing was written under the key, so nothing needs undoing.
             async with ctx.pool.acquire() as conn:
-                await idempotency.release(conn, member_id=member.id, key=idempotency_key)
+                row = await idempotency.lookup(conn, member_id=member.id, key=idempotency_key)
+            if row is not None:
+                return _replay(row, request_hash)
             raise
         await faults.point(ctx.settings, "after_reserve")
         try:
@@ -104,18 +114,22 @@ async def _cart_items(ctx: Context, member: Member) -> tuple[tuple[uuid.UUID, in
     return tuple((r["sku_id"], r["quantity"]) for r in rows)
 
 
-async def _hot_skus(ctx: Context, sku_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """The bucketed (flash-sale) SKUs among these, remembered for a few seconds."""
-    known = {s: ctx.admission.hot.get(s) for s in sku_ids}
-    missing = [s for s, hot in known.items() if hot is None]
-    if missing:
-        async with ctx.pool.acquire() as conn:
-            found = await catalog.bucketed_of(conn, missing)
-        for sku in missing:
-            known[sku] = int(found.get(sku, False))
-            if sku in found:
-                ctx.admission.hot.put(sku, int(found[sku]))
-    return [s for s, hot in known.items() if hot]
+_Skus = dict[uuid.UUID, asyncpg.Record]
+
+
+async def _skus_unless_known(ctx: Context, sku_ids: list[uuid.UUID]) -> _Skus | None:
+    """The SKU rows (price, owner, bucketed), remembering which are hot for a few seconds.
+
+    None when every SKU's hotness is remembered: a flash-sale crowd turned away by the
+    gate or the sold-out memory then costs the database nothing; pricing loads the rows.
+    """
+    if all(ctx.admission.hot.get(s) is not None for s in sku_ids):
+        return None
+    async with ctx.pool.acquire() as conn:
+        skus = await catalog.skus_for_checkout(conn, sku_ids)
+    for sku_id, row in skus.items():
+        ctx.admission.hot.put(sku_id, int(row["bucketed"]))
+    return skus
 
 
 async def _key_known(ctx: Context, member: Member, key: str) -> bool:
@@ -130,8 +144,8 @@ def _out_of_stock(sku_id: uuid.UUID, quantity: int | None = None) -> Problem:
     return Problem(409, "out-of-stock", "Out of stock", detail, sku_id=str(sku_id))
 
 
-def _replay(row: asyncpg.Record, request: CheckoutRequest) -> Reply:
-    if row["request_hash"] != request.fingerprint():
+def _replay(row: asyncpg.Record, request_hash: str) -> Reply:
+    if row["request_hash"] != request_hash:
         raise Problem(422, "idempotency-key-reused", "Idempotency key reused",
                       "this Idempotency-Key was used with a different request body; "
                       "use a new key for a new order", field="Idempotency-Key")
@@ -143,30 +157,61 @@ def _replay(row: asyncpg.Record, request: CheckoutRequest) -> Reply:
     return Reply(row["response_status"], bytes(row["response_body"]))
 
 
-async def _open(ctx: Context, *, member: Member, request: CheckoutRequest, key: str) -> Order:
-    """Steps 1 and 2: price the order and commit it PENDING with its stock held."""
-    order = await _price(ctx, member=member, request=request, key=key)
+async def _open(
+    ctx: Context, *, member: Member, request: CheckoutRequest, skus: _Skus | None, key: str,
+    request_hash: str,
+) -> Order:
+    """Steps 1 and 2: price the order, then one transaction claims the idempotency key,
+    reserves the stock and commits the order PENDING with `orders.order.placed`.
+
+    Claiming inside that transaction costs no commit of its own: a concurrent request with
+    the same key waits on the key's row until this one commits (then it finds the order,
+    409 in flight) or rolls back (then it proceeds as if first).
+    """
+    order = await _price(ctx, member=member, request=request, key=key, skus=skus)
     now = datetime.now(UTC)
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    hot: frozenset[uuid.UUID] | None = frozenset(
+        line.sku_id for line in order.lines if ctx.admission.hot.get(line.sku_id))
+    for attempt in (1, 2):
         try:
-            await store.reserve_stock(conn, order.lines)
-        except OutOfStock as exc:
-            if ctx.admission.hot.get(exc.sku_id):  # the crowd of a flash sale: hold it off
-                ctx.admission.sold_out(exc.sku_id, exc.available)
-            raise _out_of_stock(exc.sku_id, exc.quantity) from exc
-        await store.insert_order(
-            conn, order, retry_at=now + timedelta(seconds=ctx.settings.recovery_grace_s),
-            from_cart=request.from_cart)
-        await idempotency.attach_order(conn, member_id=member.id, key=key, order_id=order.id)
-        await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
-                               aggregate_id=str(order.id), message=messages.placed(order))
-    return order
+            async with ctx.pool.acquire() as conn, conn.transaction():
+                held = await idempotency.claim(
+                    conn, member_id=member.id, key=key, request_hash=request_hash,
+                    order_id=order.id, claim_timeout_s=ctx.settings.idempotency_claim_timeout_s)
+                if held is not None:
+                    raise _KeyHeld(held)
+                await _reserve(ctx, conn, order, hot=hot)
+                await store.insert_order(
+                    conn, order, retry_at=now + timedelta(seconds=ctx.settings.recovery_grace_s),
+                    from_cart=request.from_cart)
+                await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
+                                       aggregate_id=str(order.id), message=messages.placed(order))
+            return order
+        except StaleHotness:
+            if attempt == 2:
+                raise
+            hot = None  # a SKU was (un)bucketed since it was remembered: look it up
+    raise AssertionError("unreachable")
 
 
-async def _price(ctx: Context, *, member: Member, request: CheckoutRequest, key: str) -> Order:
+async def _reserve(
+    ctx: Context, conn: asyncpg.Connection, order: Order, *, hot: frozenset[uuid.UUID] | None
+) -> None:
+    try:
+        await store.reserve_stock(conn, order.lines, hot=hot)
+    except OutOfStock as exc:
+        if ctx.admission.hot.get(exc.sku_id):  # the crowd of a flash sale: hold it off
+            ctx.admission.sold_out(exc.sku_id, exc.available)
+        raise _out_of_stock(exc.sku_id, exc.quantity) from exc
+
+
+async def _price(
+    ctx: Context, *, member: Member, request: CheckoutRequest, key: str, skus: _Skus | None
+) -> Order:
     sku_ids = [sku for sku, _ in request.items]
-    async with ctx.pool.acquire() as conn:
-        skus = await catalog.skus_for_checkout(conn, sku_ids)
+    if skus is None:
+        async with ctx.pool.acquire() as conn:
+            skus = await catalog.skus_for_checkout(conn, sku_ids)
     for i, sku_id in enumerate(sku_ids):
         if sku_id not in skus:
             raise validation_error(f"items[{i}].sku_id", f"unknown SKU {sku_id}")

@@ -125,9 +125,9 @@ async def get_product(conn: asyncpg.Connection, product_id: uuid.UUID) -> asyncp
 async def skus_for_checkout(
     conn: asyncpg.Connection, sku_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, asyncpg.Record]:
-    """Price and ownership of each SKU; the caller names any id missing from the result."""
+    """Price, ownership and bucketing of each SKU; the caller names any id missing."""
     rows = await conn.fetch(
-        "SELECT s.id, s.product_id, s.price, s.currency, p.merchant_id, p.category "
+        "SELECT s.id, s.product_id, s.price, s.currency, s.bucketed, p.merchant_id, p.category "
         "FROM skus s JOIN products p ON p.id = s.product_id WHERE s.id = ANY($1::uuid[])",
         sku_ids,
     )

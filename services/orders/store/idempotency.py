@@ -9,47 +9,45 @@ import asyncpg
 
 async def claim(
     conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str, request_hash: str,
-    claim_timeout_s: float,
+    order_id: uuid.UUID, claim_timeout_s: float,
 ) -> asyncpg.Record | None:
-    """Claim the key (None) or return the row that holds it.
+    """Claim the key for the order about to be created (None), or return the row holding it.
 
-    An expired key, or a claim abandoned before any order existed (its request crashed),
-    is taken over: nothing happened under it that a retry could repeat.
+    Runs in the transaction that creates the order, so the key and its order commit (or
+    vanish) together; a concurrent claim of the same key waits for that transaction.
+    An expired key, or a claim abandoned before any order existed (a request that crashed
+    under the claim-first protocol of earlier versions), is taken over: nothing happened
+    under it that a retry could repeat.
     """
     claimed = await conn.fetchval(
-        "INSERT INTO idempotency_keys (member_id, key, request_hash, status) "
-        "VALUES ($1, $2, $3, 'in_flight') "
+        "INSERT INTO idempotency_keys (member_id, key, request_hash, status, order_id) "
+        "VALUES ($1, $2, $3, 'in_flight', $5) "
         "ON CONFLICT (member_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
-        "  status = 'in_flight', order_id = NULL, response_status = NULL, "
+        "  status = 'in_flight', order_id = EXCLUDED.order_id, response_status = NULL, "
         "  response_body = NULL, created_at = now(), expires_at = now() + interval '24 hours' "
         "WHERE idempotency_keys.expires_at < now() OR (idempotency_keys.status = 'in_flight' "
         "  AND idempotency_keys.order_id IS NULL "
         "  AND idempotency_keys.created_at < now() - make_interval(secs => $4)) "
         "RETURNING true",
-        member_id, key, request_hash, claim_timeout_s,
+        member_id, key, request_hash, claim_timeout_s, order_id,
     )
     if claimed:
         return None
-    row = await conn.fetchrow(
-        "SELECT request_hash, status, order_id, response_status, response_body "
-        "FROM idempotency_keys WHERE member_id = $1 AND key = $2",
-        member_id, key,
-    )
+    row = await lookup(conn, member_id=member_id, key=key, live_only=False)
     assert row is not None, "a conflicting key cannot vanish (keys are only purged when expired)"
     return row
 
 
-async def attach_order(
-    conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str, order_id: uuid.UUID
-) -> None:
-    """Tie the claimed key to the order, in the transaction that creates the order."""
-    done = await conn.fetchval(
-        "UPDATE idempotency_keys SET order_id = $3 WHERE member_id = $1 AND key = $2 "
-        "AND status = 'in_flight' AND order_id IS NULL RETURNING true",
-        member_id, key, order_id,
+async def lookup(
+    conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str, live_only: bool = True
+) -> asyncpg.Record | None:
+    """The record under the key (by default only a live one): what a replay answers from."""
+    return await conn.fetchrow(
+        "SELECT request_hash, status, order_id, response_status, response_body "
+        "FROM idempotency_keys WHERE member_id = $1 AND key = $2 "
+        "AND (NOT $3 OR expires_at >= now())",
+        member_id, key, live_only,
     )
-    if not done:
-        raise RuntimeError(f"idempotency key {key!r} is no longer held by this request")
 
 
 async def complete(
@@ -60,15 +58,6 @@ async def complete(
         "UPDATE idempotency_keys SET status = 'done', response_status = $2, response_body = $3 "
         "WHERE order_id = $1 AND status = 'in_flight'",
         order_id, status, body,
-    )
-
-
-async def release(conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str) -> None:
-    """Give the key back after a request that created nothing (validation, stock, outage)."""
-    await conn.execute(
-        "DELETE FROM idempotency_keys WHERE member_id = $1 AND key = $2 "
-        "AND status = 'in_flight' AND order_id IS NULL",
-        member_id, key,
     )
 
 

@@ -10,6 +10,7 @@ import asyncpg
 
 from services.orders.store.stock import (  # noqa: F401  (re-exported)
     OutOfStock,
+    StaleHotness,
     release_held,
     return_sold,
     sell_held,
@@ -65,14 +66,15 @@ async def insert_order(
         order.points_redeemed, order.total, order.currency, order.payment_token,
         order.idempotency_key, order.payment_deadline, retry_at, order.created_at, from_cart,
     )
-    await conn.executemany(
+    lines = order.lines
+    await conn.execute(  # one statement for all lines
         "INSERT INTO order_lines (order_id, line_no, sku_id, product_id, merchant_id, category, "
-        "quantity, unit_price, line_total) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        [
-            (order.id, n, x.sku_id, x.product_id, x.merchant_id, x.category, x.quantity,
-             x.unit_price, x.line_total)
-            for n, x in enumerate(order.lines, start=1)
-        ],
+        "quantity, unit_price, line_total) SELECT $1, l.* FROM unnest($2::int[], $3::uuid[], "
+        "$4::uuid[], $5::uuid[], $6::text[], $7::int[], $8::bigint[], $9::bigint[]) AS l",
+        order.id, list(range(1, len(lines) + 1)), [x.sku_id for x in lines],
+        [x.product_id for x in lines], [x.merchant_id for x in lines],
+        [x.category for x in lines], [x.quantity for x in lines],
+        [x.unit_price for x in lines], [x.line_total for x in lines],
     )
 
 

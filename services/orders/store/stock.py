@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Protocol
 
 import asyncpg
@@ -33,6 +33,21 @@ class OutOfStock(Exception):
     def __init__(self, sku_id: uuid.UUID, quantity: int, available: int | None = None) -> None:
         super().__init__(f"SKU {sku_id} has fewer than {quantity} units in stock")
         self.sku_id, self.quantity, self.available = sku_id, quantity, available
+
+
+MAX_ON_HAND = 2_147_483_647  # skus.stock (and every bucket) is a Postgres integer
+
+
+class TooMuchStock(Exception):
+    """A restock would let on-hand stock pass what its column holds."""
+
+    def __init__(self, sku_id: uuid.UUID, quantity: int, room: int) -> None:
+        super().__init__(f"SKU {sku_id} has room for {room} more units, not {quantity}")
+        self.sku_id, self.quantity, self.room = sku_id, quantity, room
+
+
+class StaleHotness(Exception):
+    """A SKU's bucketing is not what the caller remembered: roll back and ask again."""
 
 
 def _by_sku(lines: Sequence[StockLine]) -> list[StockLine]:
@@ -90,6 +105,8 @@ async def _take_across(conn: asyncpg.Connection, sku_id: uuid.UUID, quantity: in
     rows = await conn.fetch(
         "SELECT bucket, stock FROM sku_stock_buckets WHERE sku_id = $1 "
         "ORDER BY bucket FOR UPDATE", sku_id)
+    if not rows and not await conn.fetchval("SELECT bucketed FROM skus WHERE id = $1", sku_id):
+        raise StaleHotness(f"SKU {sku_id} is not bucketed")
     available = sum(r["stock"] for r in rows)
     if available < quantity:
         raise OutOfStock(sku_id, quantity, available)
@@ -116,10 +133,17 @@ async def _give(conn: asyncpg.Connection, sku_id: uuid.UUID, quantity: int) -> N
             "(SELECT min(bucket) FROM sku_stock_buckets WHERE sku_id = $1)", sku_id, quantity)
 
 
-async def reserve(conn: asyncpg.Connection, lines: Sequence[StockLine]) -> None:
-    """Move units from on hand to held; raises OutOfStock (the caller rolls back)."""
+async def reserve(
+    conn: asyncpg.Connection, lines: Sequence[StockLine], *, hot: Set[uuid.UUID] | None = None
+) -> None:
+    """Move units from on hand to held; raises OutOfStock (the caller rolls back).
+
+    `hot`: the bucketed SKUs among the lines as the caller remembers them (saves a query);
+    when that is out of date this raises StaleHotness, and the caller retries without it.
+    """
     ordered = _by_sku(lines)
-    hot = await _bucketed(conn, ordered)
+    if hot is None:
+        hot = await _bucketed(conn, ordered)
     for line in ordered:
         if line.sku_id in hot:
             await _take(conn, line.sku_id, line.quantity)
@@ -131,8 +155,11 @@ async def reserve(conn: asyncpg.Connection, lines: Sequence[StockLine]) -> None:
             sql = ("UPDATE skus SET stock = stock - $2, held = held + $2, updated_at = now() "
                    "WHERE id = $1 AND stock >= $2 AND NOT bucketed RETURNING stock")
         if await conn.fetchval(sql, line.sku_id, line.quantity) is None:
-            available = await conn.fetchval("SELECT stock FROM skus WHERE id = $1", line.sku_id)
-            raise OutOfStock(line.sku_id, line.quantity, available)
+            row = await conn.fetchrow("SELECT stock, bucketed FROM skus WHERE id = $1",
+                                      line.sku_id)
+            if row is not None and row["bucketed"] != (line.sku_id in hot):
+                raise StaleHotness(f"SKU {line.sku_id} bucketing changed")
+            raise OutOfStock(line.sku_id, line.quantity, row["stock"] if row else None)
 
 
 async def _move(conn: asyncpg.Connection, lines: Sequence[StockLine], sql: str,
@@ -176,9 +203,17 @@ def shares(quantity: int, buckets: int) -> list[int]:
 
 
 async def restock(conn: asyncpg.Connection, sku_id: uuid.UUID, quantity: int) -> int | None:
-    """Add units on hand (spread over the buckets of a hot SKU); the new stock, or None."""
+    """Add units on hand (spread over the buckets of a hot SKU); the new stock, or None.
+
+    Raises TooMuchStock rather than letting the integer column overflow. Held units count
+    as on hand here, since a cancelled order puts them back.
+    """
     rows = await conn.fetch("SELECT bucket FROM sku_stock_buckets WHERE sku_id = $1 "
                             "ORDER BY bucket FOR UPDATE", sku_id)
+    could_hold = await conn.fetchval("SELECT stock::bigint + held FROM skus WHERE id = $1 FOR UPDATE",
+                                     sku_id)
+    if could_hold is not None and could_hold > MAX_ON_HAND - quantity:
+        raise TooMuchStock(sku_id, quantity, max(MAX_ON_HAND - could_hold, 0))
     if rows:
         await conn.executemany(
             "UPDATE sku_stock_buckets SET stock = stock + $3 WHERE sku_id = $1 AND bucket = $2",

@@ -55,6 +55,10 @@ async def _call(method: Callable[..., Awaitable[T]], request: Any, timeout_s: fl
         raise Rejected(code, details) from exc
 
 
+def _capture_key(order_id: uuid.UUID) -> str:
+    return f"capture:{order_id}"
+
+
 class PaymentsClient:
     """PaymentService; every state change is keyed by the order id, so retries are safe."""
 
@@ -63,17 +67,19 @@ class PaymentsClient:
         self.timeout_s = timeout_s
 
     async def authorize(self, order: Order) -> Payment:
+        """Authorize and capture in one call (a sale): CAPTURED, or AUTHORIZED when the
+        processor took the hold but not yet the money (capture() with the same key then)."""
         request = payments_pb2.AuthorizeRequest(
             idempotency_key=f"auth:{order.id}", order_id=str(order.id),
             member_id=str(order.member_id), merchant_id=str(order.lines[0].merchant_id),
             amount=money_pb2.Money(amount=order.total, currency=order.currency),
-            payment_token=order.payment_token,
+            payment_token=order.payment_token, capture_idempotency_key=_capture_key(order.id),
         )
         return await _call(self.stub.Authorize, request, self.timeout_s)
 
     async def capture(self, *, order_id: uuid.UUID, payment_id: str) -> Payment:
         request = payments_pb2.CaptureRequest(
-            idempotency_key=f"capture:{order_id}", payment_id=payment_id, amount=0)
+            idempotency_key=_capture_key(order_id), payment_id=payment_id, amount=0)
         return await _call(self.stub.Capture, request, self.timeout_s)
 
     async def void(self, *, order_id: uuid.UUID, payment_id: str) -> Payment:

@@ -44,8 +44,11 @@ class _Command:
     key: str
 
     def fingerprint(self) -> str:
-        fields = [str(v) for v in astuple(self)[1:]]  # type: ignore[call-overload]
+        fields = [str(v) for v in self._hashed()]
         return hashlib.sha256("\x1f".join([type(self).__name__, *fields]).encode()).hexdigest()
+
+    def _hashed(self) -> tuple[object, ...]:
+        return tuple(astuple(self)[1:])  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,12 @@ class AuthorizePayment(_Command):
     amount: int
     currency: str
     token: str
+    capture_key: str = ""  # set: a sale, captured at once as Capture(capture_key) would
+
+    def _hashed(self) -> tuple[object, ...]:
+        # Added later: it counts only when set, so an authorize-only request keeps its hash.
+        values = _Command._hashed(self)  # (no zero-argument super() in a slots dataclass)
+        return values if self.capture_key else values[:-1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,8 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 amount=request.amount.amount,
                 currency=request.amount.currency or self.deps.currency,
                 token=request.payment_token,
+                capture_key=(check_key(request.capture_idempotency_key)
+                             if request.capture_idempotency_key else ""),
             )
             return await service.authorize(deps=self.deps, command=command)
 

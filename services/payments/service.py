@@ -7,6 +7,7 @@ and money moves once. Anything that fails before the commit leaves nothing behin
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from services.payments.commands import (
 from services.payments.domain import ledger
 from services.payments.domain import payment as rules
 from services.payments.gateway import ProcessorGateway
-from services.payments.processor import ProcessorResult
+from services.payments.processor import ProcessorResult, ProcessorUnavailable
 from services.payments.store import PaymentRow
+
+log = logging.getLogger(__name__)
 
 SOURCE = "payments"
 
@@ -81,17 +84,28 @@ async def _record(
 ) -> pb.Payment:
     """The journal entry, the event and the answer, in the caller's transaction."""
     p = change.row
-    if change.posting is not None:
-        await store.post(conn, payment_id=p.id, currency=p.currency, posting=change.posting)
-    await outbox.add_event(
-        conn, source=SOURCE, subject=change.subject, aggregate_id=str(p.id), message=_event(p)
-    )
+    await _record_change(conn, change)
     answer = to_proto(p)
     await store.save_answer(
         conn, method=method, key=key, request_hash=request_hash, payment_id=p.id,
         response=answer.SerializeToString(),
     )
     return answer
+
+
+async def _record_change(
+    conn: asyncpg.Connection, change: Change, *, publish: bool = True
+) -> None:
+    """The journal entry and (unless a later move of the same transaction will say it
+    too) the event of one move, in the caller's transaction."""
+    p = change.row
+    if change.posting is not None:
+        await store.post(conn, payment_id=p.id, currency=p.currency, posting=change.posting)
+    if not publish:
+        return
+    await outbox.add_event(
+        conn, source=SOURCE, subject=change.subject, aggregate_id=str(p.id), message=_event(p)
+    )
 
 
 async def _replay(
@@ -124,7 +138,14 @@ async def _earlier_authorization(
 
 
 async def authorize(*, deps: Deps, command: AuthorizePayment) -> pb.Payment:
-    """Ask the processor, then record the payment (FAILED with a decline code if declined)."""
+    """Ask the processor, then record the payment (FAILED with a decline code if declined).
+
+    A sale (`command.capture_key` set) also captures an approved authorization in full, in
+    the same transaction: both journal entries, one `payments.payment.captured` event, and
+    the Capture answer under that key, so a later Capture with it replays instead of moving
+    money again. When the processor cannot capture, the payment is recorded AUTHORIZED (and
+    published as such) for a later Capture.
+    """
     rules.authorized(command.amount)  # refuse a bad amount before the card is touched
     if command.currency != deps.currency:
         raise CommandError("invalid_argument", f"currency must be {deps.currency}")
@@ -138,6 +159,7 @@ async def authorize(*, deps: Deps, command: AuthorizePayment) -> pb.Payment:
         token=command.token, amount=command.amount,
         idempotency_key=f"authorize:{command.order_id}",
     )
+    captured = await _sale_capture(deps, command, result)
     for attempt in (1, 2):
         try:
             async with deps.pool.acquire() as conn, conn.transaction():
@@ -146,14 +168,49 @@ async def authorize(*, deps: Deps, command: AuthorizePayment) -> pb.Payment:
                 if earlier is not None:
                     return earlier
                 change = await _new_payment(conn, command, request_hash, result)
-                return await _record(
+                if captured is None:
+                    return await _record(conn, method="Authorize", key=command.key,
+                                         request_hash=request_hash, change=change)
+                # One event for the sale: `captured` carries the whole payment (amount,
+                # captured, status), so an `authorized` event a moment before says nothing more.
+                await _record_change(conn, change, publish=False)
+                capture = CapturePayment(key=command.capture_key, payment_id=change.row.id,
+                                         amount=0)
+                change = _captured(deps, change.row, rules.capture(change.row.state, 0))
+                await store.update_amounts(conn, change.row)
+                answer = await _record(conn, method="Capture", key=capture.key,
+                                       request_hash=capture.fingerprint(), change=change)
+                await store.save_answer(
                     conn, method="Authorize", key=command.key, request_hash=request_hash,
-                    change=change,
-                )
+                    payment_id=change.row.id, response=answer.SerializeToString())
+                return answer
         except asyncpg.UniqueViolationError:
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+async def _sale_capture(
+    deps: Deps, command: AuthorizePayment, result: ProcessorResult
+) -> ProcessorResult | None:
+    """For a sale, capture an approved authorization at the processor; None: capture later."""
+    if not command.capture_key or not result.approved:
+        return None
+    try:
+        captured = await deps.gateway.capture(
+            reference=result.reference or "", amount=command.amount,
+            idempotency_key=command.capture_key,
+        )
+    except ProcessorUnavailable as exc:
+        log.warning("sale captured later: the processor did not answer the capture",
+                    extra={"order_id": str(command.order_id), "error": str(exc)})
+        return None
+    if not captured.approved:
+        log.warning("sale captured later: the processor declined the capture",
+                    extra={"order_id": str(command.order_id),
+                           "decline_code": captured.decline_code})
+        return None
+    return captured
 
 
 async def _new_payment(
@@ -205,19 +262,24 @@ def _approved(result: ProcessorResult, what: str) -> None:
         )
 
 
+def _captured(deps: Deps, row: PaymentRow, state: rules.PaymentState) -> Change:
+    """The capture move once the processor took the money: commission and journal entry."""
+    commission = ledger.commission_on(state.captured, deps.commission_bps)
+    posting = ledger.capture(
+        authorized=row.amount, captured=state.captured, commission=commission,
+        merchant_id=row.merchant_id,
+    )
+    return Change(row.with_state(state, commission=commission), posting,
+                  "payments.payment.captured")
+
+
 async def capture(*, deps: Deps, command: CapturePayment) -> pb.Payment:
     async def move(conn: asyncpg.Connection, row: PaymentRow) -> Change:
         state = rules.capture(row.state, command.amount)
         _approved(await deps.gateway.capture(
             reference=row.processor_ref or "", amount=state.captured, idempotency_key=command.key,
         ), "capture")
-        commission = ledger.commission_on(state.captured, deps.commission_bps)
-        posting = ledger.capture(
-            authorized=row.amount, captured=state.captured, commission=commission,
-            merchant_id=row.merchant_id,
-        )
-        return Change(row.with_state(state, commission=commission), posting,
-                      "payments.payment.captured")
+        return _captured(deps, row, state)
 
     return await _move(deps=deps, method="Capture", key=command.key,
                        request_hash=command.fingerprint(), payment_id=command.payment_id,

@@ -28,6 +28,7 @@ from services.common import auth, grpcutil, runtime
 from services.common.events import Event
 from services.common.inbox import to_event
 from services.payments import bootstrap
+from services.payments.processor import CardProcessor
 from services.payments.settings import PaymentsSettings
 from tests.helpers import eventually, free_port, reset_streams
 from tests.infra import FreshDb
@@ -109,9 +110,11 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_payments(
-    db: FreshDb, nats_url: str, **overrides: Any
+    db: FreshDb, nats_url: str, *, processor: CardProcessor | None = None, **overrides: Any
 ) -> AsyncIterator[Running]:
-    """Start the service on free ports; stop it (and its clients) afterwards."""
+    """Start the service on free ports; stop it (and its clients) afterwards.
+
+    `processor` replaces the simulated card processor (the outside world, not our code)."""
     await reset_streams(nats_url)
     issuer = TokenIssuer()
     await issuer.start()
@@ -120,7 +123,7 @@ async def running_payments(
         "grpc_port": free_port(), "internal_auth_secret": SECRET, "environment": "test",
         "admin_api_key": ADMIN_KEY, "jwks_url": issuer.url, "db_pool_max": 10, **overrides,
     })
-    svc = await bootstrap.start(settings)
+    svc = await bootstrap.start(settings, processor=processor)
     stop = asyncio.Event()
     serving = asyncio.create_task(runtime.serve(
         svc.infra, svc.app, grpc_server=svc.grpc_server, grpc_port=svc.grpc_port, stop=stop,
@@ -169,13 +172,15 @@ async def rpc_error(call: Any) -> aio.AioRpcError:
 def authorize_request(
     *, key: str | None = None, order_id: uuid.UUID | None = None,
     member_id: uuid.UUID | None = None, merchant_id: uuid.UUID | None = None,
-    amount: int = 10_000, token: str = "tok_visa",
+    amount: int = 10_000, token: str = "tok_visa", capture_key: str = "",
 ) -> pb.AuthorizeRequest:
+    """An Authorize; with `capture_key`, a sale (captured at once under that key)."""
     order_id = order_id or uuid.uuid4()
     return pb.AuthorizeRequest(
         idempotency_key=f"auth-{order_id}" if key is None else key, order_id=str(order_id),
         member_id=str(member_id or uuid.uuid4()), merchant_id=str(merchant_id or uuid.uuid4()),
         amount=money_pb2.Money(amount=amount, currency="CNY"), payment_token=token,
+        capture_idempotency_key=capture_key,
     )
 
 

@@ -25,20 +25,22 @@ PAYMENT_STATUS_REFUNDED: PaymentStatus
 PAYMENT_STATUS_PARTIALLY_REFUNDED: PaymentStatus
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("idempotency_key", "order_id", "member_id", "merchant_id", "amount", "payment_token")
+    __slots__ = ("idempotency_key", "order_id", "member_id", "merchant_id", "amount", "payment_token", "capture_idempotency_key")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     order_id: str
     member_id: str
     merchant_id: str
     amount: _money_pb2.Money
     payment_token: str
-    def __init__(self, idempotency_key: _Optional[str] = ..., order_id: _Optional[str] = ..., member_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., amount: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., payment_token: _Optional[str] = ...) -> None: ...
+    capture_idempotency_key: str
+    def __init__(self, idempotency_key: _Optional[str] = ..., order_id: _Optional[str] = ..., member_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., amount: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., payment_token: _Optional[str] = ..., capture_idempotency_key: _Optional[str] = ...) -> None: ...
 
 class CaptureRequest(_message.Message):
     __slots__ = ("idempotency_key", "payment_id", "amount")

@@ -65,7 +65,8 @@ class PaymentServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Authorize(self, request, context):
-        """Reserve funds on the card. Idempotent on `idempotency_key` (the order id in checkout).
+        """Reserve funds on the card, and with `capture_idempotency_key` take them at once.
+        Idempotent on `idempotency_key` (the order id in checkout).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -122,6 +122,10 @@ async def serve(
         app, host=settings.http_host, port=settings.http_port, log_config=None,
         access_log=False, loop="none", lifespan="on", timeout_graceful_shutdown=5,
         backlog=2048,
+        # Longer than any client's or load balancer's idle timeout (commonly 60 s): the
+        # side that closes an idle connection first must be the client, or a request sent
+        # on it as the server closes it fails with a connection reset.
+        timeout_keep_alive=75,
     )
     http = uvicorn.Server(config)
     http.install_signal_handlers = lambda: None  # type: ignore[method-assign, attr-defined]

@@ -67,8 +67,8 @@ def setup_tracing(service: str) -> TracerProvider:
     """A tracer provider; spans are exported over OTLP only when the standard variables ask.
 
     With nowhere to export, new traces are not recorded (ids are still made and carried,
-    so logs and `x-trace-id` keep working) unless OTEL_TRACES_SAMPLER says otherwise:
-    recording a span per query costs CPU on the checkout path for nothing.
+    so logs and `x-trace-id` keep working) unless OTEL_TRACES_SAMPLER says otherwise, and
+    queries are not wrapped in spans: that would cost CPU on the checkout path for nothing.
     """
     exporting = bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -84,9 +84,12 @@ def setup_tracing(service: str) -> TracerProvider:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    if configured:
+        # Query spans are leaves: unrecorded they carry nothing, yet the wrapper around
+        # every statement would still cost CPU on the checkout path.
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-    AsyncPGInstrumentor().instrument(tracer_provider=provider)
+        AsyncPGInstrumentor().instrument(tracer_provider=provider)
     return provider
 
 

@@ -26,12 +26,14 @@ class Row:
     shed_rate: float = math.nan
     shed_with_retry_after: float = math.nan  # share of shed answers that had Retry-After
     generator_cpu_pct: float = math.nan
+    cpu_ms_per_order: float = math.nan  # CPU of services + Postgres + NATS per confirmed order
     ratio_to_pgbench: float = math.nan
     ratio_to_monolith: float = math.nan
     ratio_to_hello: float = math.nan
 
     @classmethod
-    def of(cls, kind: str, step: Step, *, lag_p99_ms: float = math.nan) -> Row:
+    def of(cls, kind: str, step: Step, *, lag_p99_ms: float = math.nan,
+           cpu_ms_per_order: float = math.nan) -> Row:
         s = step.summary
         return cls(
             kind=kind, rate_offered=s.rate, sent=s.sent, achieved_per_s=s.ok_per_s,
@@ -39,7 +41,7 @@ class Row:
             p99_ms=s.p99_ms, admitted_p99_ms=s.admitted_p99_ms, lag_p99_ms=lag_p99_ms,
             error_rate=s.error_rate, shed_rate=s.shed_rate,
             shed_with_retry_after=s.shed_with_retry_after / s.shed if s.shed else math.nan,
-            generator_cpu_pct=step.generator_cpu_pct,
+            generator_cpu_pct=step.generator_cpu_pct, cpu_ms_per_order=cpu_ms_per_order,
         )
 
 
@@ -62,6 +64,7 @@ TABLE = (("kind", "kind"), ("rate/s", "rate_offered"), ("confirmed/s", "confirme
          ("ok/s", "achieved_per_s"), ("p50 ms", "p50_ms"), ("p95 ms", "p95_ms"),
          ("p99 ms", "p99_ms"), ("lag p99 ms", "lag_p99_ms"), ("errors", "error_rate"),
          ("shed", "shed_rate"), ("gen CPU %", "generator_cpu_pct"),
+         ("CPU ms/order", "cpu_ms_per_order"),
          ("/pgbench", "ratio_to_pgbench"), ("/monolith", "ratio_to_monolith"))
 
 

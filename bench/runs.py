@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from bench import generator, probes
+from bench import cpu, generator, probes
 from bench.generator import Send, Step, run_step
 from bench.output import Row
 from bench.pools import Catalog, Shopper
@@ -73,20 +73,29 @@ async def stack_steps(
 ) -> list[tuple[Row, Step]]:
     """Each rate for `step_s`, then wait for analytics to count every confirmation."""
     analytics = target.url("analytics")
+    statements = cpu.StatementCounter(target.admin_dsn)
     rows = []
     for n, rate in enumerate(rates):
+        await statements.reset()
         before = await probes.lag_histogram(analytics)
         spies = []
         pid = target.pid("orders")
         if profile_to is not None and n == len(rates) - 1 and pid:
             spies = probes.start_profile(pid, profile_to, int(step_s))
+        cpu_before = cpu.snapshot(target)
         step = await run_step(send, rate=rate, duration_s=step_s)
         for spy in spies:
             spy.wait(timeout=60)
         after = await probes.wait_for_analytics(analytics, before, step.summary.confirmed)
+        # After analytics caught up: the CPU of consuming this step's events is in it too.
+        per_order = cpu.per_order_ms(cpu_before, cpu.snapshot(target), step.summary.confirmed)
         lag = probes.lag_p99_ms(before, after)
         _print_step("checkout", step, f"  lag p99 {lag:7.1f} ms")
-        rows.append((Row.of("stack", step, lag_p99_ms=lag), step))
+        print(f"            {cpu.describe(per_order)}", flush=True)
+        counts = await statements.per_order(step.summary.confirmed)
+        print(f"            {cpu.describe_statements(counts)}", flush=True)
+        rows.append((Row.of("stack", step, lag_p99_ms=lag,
+                            cpu_ms_per_order=per_order.get("total", math.nan)), step))
     return rows
 
 

@@ -74,6 +74,9 @@ timezone = 'UTC'
 log_timezone = 'UTC'
 log_min_duration_statement = 1000
 log_lock_waits = on
+# Statement counts and times per role (`make bench` prints statements per checkout).
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
 """
 
 

@@ -1,0 +1,128 @@
+"""CPU time per component during a step: where one checkout's milliseconds of CPU go.
+
+Latency on a shared 2-core machine is noisy; CPU seconds spent per confirmed order are
+much steadier, and they say which process to make cheaper. Components: the four services
+(with their children, e.g. uvicorn workers), Postgres (the postmaster and every backend),
+NATS, and the load generator itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import asyncpg
+import psutil
+
+from bench.stack import Target
+from services.cli.stack import read_state
+
+SERVICES = ("orders", "payments", "membership", "analytics")
+
+
+def _tree_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of `pid` and its live children (0 when it is gone)."""
+    if not pid:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    seconds: dict[str, float]
+
+
+def _pids(target: Target) -> dict[str, int | None]:
+    state = read_state(target.data)
+    pids: dict[str, int | None] = {s: target.pid(s) for s in SERVICES}
+    pids["postgres"] = (state.get("postgres") or {}).get("pid")
+    pids["nats"] = (state.get("nats") or {}).get("pid")
+    return pids
+
+
+def snapshot(target: Target) -> Snapshot:
+    """CPU seconds so far per component (Postgres backends that exited are not counted:
+    the services keep theirs open in pools, so a step loses next to nothing)."""
+    seconds = {name: _tree_cpu(pid) for name, pid in _pids(target).items()}
+    seconds["generator"] = _tree_cpu(os.getpid())
+    return Snapshot(seconds)
+
+
+def per_order_ms(before: Snapshot, after: Snapshot, confirmed: int) -> dict[str, float]:
+    """CPU milliseconds per confirmed order, per component and in `total`."""
+    if confirmed <= 0:
+        return {}
+    out = {k: 1000.0 * (after.seconds.get(k, 0.0) - v) / confirmed
+           for k, v in before.seconds.items()}
+    out["total"] = sum(v for k, v in out.items() if k != "generator")
+    return out
+
+
+def describe(ms: dict[str, float]) -> str:
+    if not ms:
+        return "cpu/order: n/a"
+    parts = [f"{k} {ms[k]:.1f}" for k in (*SERVICES, "postgres", "nats") if k in ms]
+    return f"cpu ms/order: total {ms['total']:.1f} = " + ", ".join(parts)
+
+
+class StatementCounter:
+    """Statements and commits per confirmed order, per service role, from Postgres itself.
+
+    Counts do not depend on how busy the machine is. Needs pg_stat_statements loaded
+    (the embedded server preloads it); elsewhere the counts are simply not reported.
+    """
+
+    def __init__(self, admin_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.available = True
+
+    async def _query(self, sql: str) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    async def reset(self) -> None:
+        if not self.available:
+            return
+        try:
+            await self._query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await self._query("SELECT pg_stat_statements_reset()")
+        except asyncpg.PostgresError:
+            self.available = False
+
+    async def per_order(self, confirmed: int) -> dict[str, float]:
+        """{role: statements per order} plus `commits` (all roles); {} when unavailable."""
+        if not self.available or confirmed <= 0:
+            return {}
+        rows = await self._query(
+            "SELECT r.rolname AS role, sum(s.calls)::bigint AS calls, "
+            "sum(s.calls) FILTER (WHERE s.query ILIKE 'commit%')::bigint AS commits "
+            "FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
+            "WHERE r.rolname = ANY($1::text[]) GROUP BY r.rolname".replace(
+                "$1::text[]", "ARRAY['orders','payments','membership','analytics']"))
+        out = {r["role"]: r["calls"] / confirmed for r in rows}
+        out["commits"] = sum((r["commits"] or 0) for r in rows) / confirmed
+        return out
+
+
+def describe_statements(counts: dict[str, float]) -> str:
+    if not counts:
+        return "statements/order: n/a (pg_stat_statements not loaded)"
+    parts = [f"{k} {counts[k]:.1f}" for k in SERVICES if k in counts]
+    total = sum(counts.get(k, 0.0) for k in SERVICES)
+    return (f"statements/order: total {total:.1f} = " + ", ".join(parts)
+            + f"; explicit COMMITs {counts['commits']:.1f}")

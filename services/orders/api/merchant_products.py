@@ -78,11 +78,16 @@ async def update_product(
 async def restock(
     ctx: Ctx, merchant: CurrentMerchant, sku_id: uuid.UUID, body: RestockIn
 ) -> Response:
+    """`quantity` up to 1,000,000 per call, and on-hand stock stays within 2,147,483,647."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         sku = await products.own_sku(conn, sku_id, merchant.id)
         if sku is None:
             raise errors.not_found(f"SKU {sku_id}")
-        now = await stock.restock(conn, sku_id, body.quantity)
+        try:
+            now = await stock.restock(conn, sku_id, body.quantity)
+        except stock.TooMuchStock as exc:
+            raise errors.validation_error(
+                "quantity", f"at most {exc.room} more units fit on hand for this SKU") from exc
         if now is None:
             raise errors.Problem(409, "conflict", "Stock changed",
                                  "the SKU changed while restocking; retry")

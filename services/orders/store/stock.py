@@ -210,8 +210,8 @@ async def restock(conn: asyncpg.Connection, sku_id: uuid.UUID, quantity: int) ->
     """
     rows = await conn.fetch("SELECT bucket FROM sku_stock_buckets WHERE sku_id = $1 "
                             "ORDER BY bucket FOR UPDATE", sku_id)
-    could_hold = await conn.fetchval("SELECT stock::bigint + held FROM skus WHERE id = $1 FOR UPDATE",
-                                     sku_id)
+    could_hold = await conn.fetchval(
+        "SELECT stock::bigint + held FROM skus WHERE id = $1 FOR UPDATE", sku_id)
     if could_hold is not None and could_hold > MAX_ON_HAND - quantity:
         raise TooMuchStock(sku_id, quantity, max(MAX_ON_HAND - could_hold, 0))
     if rows:

@@ -92,8 +92,10 @@ async def _refunded(
     conn: asyncpg.Connection, event: Event, msg: ev.OrderRefunded, w: Writes
 ) -> None:
     at = _when(msg.refunded_at, event)
+    in_full = not msg.HasField("refunded_total")  # from before partial refunds: always full
     await _apply(conn, w, msg.order_id, msg.member_id,
-                 lambda f: orders.refunded(f, amount=msg.refunded.amount, at=at), at)
+                 lambda f: orders.refunded(f, amount=msg.refunded.amount, at=at,
+                                           in_full=in_full), at)
 
 
 async def _merchant(

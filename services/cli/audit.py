@@ -33,10 +33,11 @@ CheckFn = Callable[[asyncpg.Connection], Awaitable[Check]]
 
 
 async def check_payments_match_orders(conn: asyncpg.Connection) -> Check:
-    """Per order, captured - refunded is what orders believes: CONFIRMED its total, else 0."""
+    """Per order, captured - refunded is what orders believes it kept: for CONFIRMED its
+    total less its (partial) refunds, else 0."""
     rows = await conn.fetch(
         """
-        SELECT o.id, o.status, o.total, p.id AS payment_id,
+        SELECT o.id, o.status, o.total, o.refunded AS order_refunded, p.id AS payment_id,
                coalesce(p.captured, 0) AS captured, coalesce(p.refunded, 0) AS refunded
           FROM orders.orders o LEFT JOIN payments.payments p ON p.order_id = o.id
          WHERE o.status <> 'PENDING'
@@ -45,8 +46,11 @@ async def check_payments_match_orders(conn: asyncpg.Connection) -> Check:
     bad = []
     for r in rows:
         kept = r["captured"] - r["refunded"]
-        expected = r["total"] if r["status"] == "CONFIRMED" else 0
-        if r["status"] == "CONFIRMED" and r["payment_id"] is None:
+        expected = r["total"] - r["order_refunded"] if r["status"] == "CONFIRMED" else 0
+        if r["status"] == "REFUNDED" and r["order_refunded"] != r["total"]:
+            bad.append(f"order {r['id']} is REFUNDED but records {r['order_refunded']} of its "
+                       f"{r['total']} refunded")
+        elif r["status"] == "CONFIRMED" and r["payment_id"] is None:
             bad.append(f"order {r['id']} is CONFIRMED for {r['total']} but has no payment")
         elif kept != expected:
             bad.append(
@@ -167,10 +171,12 @@ async def check_no_stuck_orders(conn: asyncpg.Connection) -> Check:
 
 
 async def check_gmv(conn: asyncpg.Connection) -> Check:
-    """Analytics GMV = sum of confirmed totals; refunds = sum of refunded orders."""
+    """Analytics GMV = sum of confirmed totals; refunds = what orders records refunded of
+    them (all of a REFUNDED order, part of a partially refunded CONFIRMED one)."""
     expected = await conn.fetchrow(
         "SELECT coalesce(sum(total) FILTER (WHERE status IN ('CONFIRMED', 'REFUNDED')), 0) AS gmv,"
-        "       coalesce(sum(total) FILTER (WHERE status = 'REFUNDED'), 0) AS refunds,"
+        "       coalesce(sum(refunded) FILTER (WHERE status IN ('CONFIRMED', 'REFUNDED')), 0)"
+        "         AS refunds,"
         "       count(*) FILTER (WHERE status IN ('CONFIRMED', 'REFUNDED')) AS orders "
         "FROM orders.orders"
     )

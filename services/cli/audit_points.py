@@ -7,22 +7,25 @@ from collections import defaultdict
 import asyncpg
 
 from services.membership.domain.points import points_earned
+from services.membership.domain.refunds import points_to_reverse
 from services.membership.domain.tiers import tier_for_spend
 
 
 async def check_points(conn: asyncpg.Connection):  # -> audit.Check (import cycle avoided)
-    """Replays each member's ledger: earn = rule(total, tier before the order), and so on."""
+    """Replays each member's ledger: earn = rule(total, tier before the order), reversals in
+    proportion to what orders records refunded, redeemed points back only on a full refund."""
     from services.cli.audit import Check
 
     orders = {
         r["id"]: r
         for r in await conn.fetch(
-            "SELECT id, member_id, status, total, points_redeemed FROM orders.orders "
+            "SELECT id, member_id, status, total, refunded, points_redeemed FROM orders.orders "
             "WHERE status IN ('CONFIRMED', 'REFUNDED')"
         )
     }
     ledger = await conn.fetch(
-        "SELECT member_id, order_id, reason, delta FROM membership.points_ledger ORDER BY id"
+        "SELECT member_id, order_id, reason, delta, refunded_total "
+        "FROM membership.points_ledger ORDER BY id"
     )
     members = await conn.fetch(
         "SELECT id, points_balance, lifetime_spend, tier FROM membership.members"
@@ -32,27 +35,48 @@ async def check_points(conn: asyncpg.Connection):  # -> audit.Check (import cycl
     for entry in ledger:
         by_member[entry["member_id"]].append(entry)
     confirmed_spend: dict[object, int] = defaultdict(int)
-    for o in orders.values():
-        if o["status"] == "CONFIRMED":
-            confirmed_spend[o["member_id"]] += o["total"]
+    for o in orders.values():  # net of refunds: nothing is left of a REFUNDED order
+        confirmed_spend[o["member_id"]] += o["total"] - o["refunded"]
     for m in members:
         bad += _replay_member(m, by_member.get(m["id"], []), orders, confirmed_spend[m["id"]])
-    earned = {(e["order_id"], e["reason"]) for e in ledger}
+    per_order: dict[tuple[object, str], int] = defaultdict(int)
+    for e in ledger:
+        per_order[e["order_id"], e["reason"]] += e["delta"]
     for order_id, o in orders.items():
-        if (order_id, "earn") not in earned and points_earned(o["total"], tier_for_spend(0)) > 0:
-            bad.append(f"order {order_id} is {o['status']} but earned no points")
-        if (
-            o["status"] == "REFUNDED"
-            and (order_id, "earn") in earned
-            and (order_id, "reverse") not in earned
-        ):
-            bad.append(f"order {order_id} was refunded but its points were not reversed")
+        bad += _order_points(order_id, o, per_order)
     return Check(
         "each member's points and tier follow the rules from their orders",
         len(members),
         bad,
         eventual=True,
     )
+
+
+def _order_points(
+    order_id: object, order: asyncpg.Record, per_order: dict[tuple[object, str], int]
+) -> list[str]:
+    """One order's reversals follow its refunds; its redeemed points return only in full."""
+    bad: list[str] = []
+    earned = per_order.get((order_id, "earn"))
+    if earned is None and points_earned(order["total"], tier_for_spend(0)) > 0:
+        bad.append(f"order {order_id} is {order['status']} but earned no points")
+    reversed_ = -per_order.get((order_id, "reverse"), 0)
+    due = points_to_reverse(points_earned=earned or 0, total=order["total"],
+                            refunded=order["refunded"])
+    if reversed_ != due:
+        bad.append(
+            f"order {order_id}: {reversed_} of {earned or 0} earned points reversed, but "
+            f"{order['refunded']} of {order['total']} refunded takes back {due}"
+        )
+    redeemed = -per_order.get((order_id, "redeem"), 0)
+    restored = per_order.get((order_id, "restore"), 0)
+    expected = redeemed if order["status"] == "REFUNDED" else 0
+    if restored != expected:
+        bad.append(
+            f"order {order_id} is {order['status']}: {restored} of {redeemed} redeemed points "
+            f"restored, expected {expected}"
+        )
+    return bad
 
 
 def _replay_member(
@@ -64,7 +88,9 @@ def _replay_member(
     bad: list[str] = []
     spend = 0
     balance = 0
-    earned_for: dict[object, int] = {}
+    # The order's running refund at its latest reversal: spend had dropped by that much then
+    # (a refund too small to reverse a point is caught up at the next reversal).
+    refunded_at_reversal: dict[object, int] = defaultdict(int)
     for e in entries:
         balance += e["delta"]
         order = orders.get(e["order_id"])
@@ -78,16 +104,11 @@ def _replay_member(
                     f"order {e['order_id']}: earned {e['delta']} points, rule says "
                     f"{expected} (tier {tier_for_spend(spend)} before it)"
                 )
-            earned_for[e["order_id"]] = e["delta"]
             spend += order["total"]
-        elif e["reason"] == "reverse":
-            if e["delta"] != -earned_for.get(e["order_id"], 0):
-                bad.append(
-                    f"order {e['order_id']}: reversed {e['delta']} of "
-                    f"{earned_for.get(e['order_id'], 0)} earned"
-                )
-            if order is not None:
-                spend -= order["total"]
+        elif e["reason"] == "reverse" and order is not None:
+            level = max(refunded_at_reversal[e["order_id"]], e["refunded_total"])
+            spend -= level - refunded_at_reversal[e["order_id"]]
+            refunded_at_reversal[e["order_id"]] = level
     if balance != member["points_balance"]:
         bad.append(
             f"member {member['id']}: balance {member['points_balance']} but the "

@@ -48,4 +48,7 @@ async def on_order_refunded(conn: asyncpg.Connection, message: ev.OrderRefunded)
         order_id=uuid.UUID(message.order_id),
         member_id=uuid.UUID(message.member_id),
         refunded=message.refunded.amount,
+        refunded_total=(
+            message.refunded_total.amount if message.HasField("refunded_total") else None
+        ),
     )

@@ -2,7 +2,8 @@
 
 Points for an order are earned at the tier the member held BEFORE that order: the
 order that lifts a member into GOLD earns at SILVER's rate. The rate a customer saw
-while paying is the rate they get, and a refund reverses exactly what was credited.
+while paying is the rate they get, and refunds reverse what was credited in proportion:
+all of it once the order is refunded in full.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from marketplace.events.v1 import events_pb2 as ev
 
 from services.common import outbox
 from services.membership.domain import points as points_rules
+from services.membership.domain import refunds as refund_rules
 from services.membership.domain.tiers import Tier, tier_for_spend
 from services.membership.store import members
 from services.membership.store import points as store
@@ -83,38 +85,53 @@ async def order_confirmed(
 
 
 async def order_refunded(
-    conn: asyncpg.Connection, *, order_id: uuid.UUID, member_id: uuid.UUID, refunded: int
+    conn: asyncpg.Connection, *, order_id: uuid.UUID, member_id: uuid.UUID, refunded: int,
+    refunded_total: int | None = None,
 ) -> None:
-    """Take the refund off lifetime spend, reverse the order's points, restore redeemed ones."""
+    """A refund of part or all of an order: spend, earned points and, in full, redeemed ones.
+
+    `refunded` is this refund's amount; `refunded_total` the order's running refund, when
+    the event carries it (then a duplicate or an older event changes nothing). Lifetime
+    spend drops by what the refund adds; earned points are reversed in proportion to the
+    running refund; points redeemed on the order come back only once it is refunded in
+    full, since the member still holds part of what they paid for until then.
+    """
     member = await _lock_member(conn, member_id)
     order = await store.order(conn, order_id, for_update=True)
     if order is None:
         raise NotYetApplicable(f"order {order_id} was refunded before its confirmation arrived")
-    amount = min(max(refunded, 0), order.total - order.refunded)
-    if amount:
-        await store.add_refunded(conn, order_id, amount)
-    # Restore first: points given back can then cover a reversal the member could not.
-    member = await _restore_redeemed(conn, member, order_id)
-    await _reverse_earned(conn, member, order)
-    if amount:
-        await _set_spend(conn, member, member.lifetime_spend - amount)
+    after = refund_rules.refunded_after(total=order.total, refunded_before=order.refunded,
+                                        amount=refunded, refunded_total=refunded_total)
+    amount = after - order.refunded
+    if amount <= 0:
+        return
+    await store.add_refunded(conn, order_id, amount)
+    if after >= order.total:
+        # Restore first: points given back can then cover a reversal the member could not.
+        member = await _restore_redeemed(conn, member, order_id)
+    await _reverse_earned(conn, member, order, refunded=after)
+    await _set_spend(conn, member, member.lifetime_spend - amount)
 
 
 async def _reverse_earned(
-    conn: asyncpg.Connection, member: MemberRow, order: store.MemberOrder
+    conn: asyncpg.Connection, member: MemberRow, order: store.MemberOrder, *, refunded: int
 ) -> None:
-    """Reverse the points this order earned, at most what the member has not spent or held.
+    """Bring the order's reversed points up to its share refunded, within what is available.
 
     Points already spent cannot be taken back (the balance never goes negative); the
-    ledger records what was actually reversed, so the shortfall is visible to an audit.
+    ledger records what was actually reversed, so the shortfall is visible to an audit,
+    and a later refund of the same order takes back what an earlier one could not.
     """
-    if not order.points_earned or await store.entry_for(conn, order.order_id, "reverse"):
+    if not order.points_earned:
         return
-    take = min(order.points_earned, member.points_available)
+    target = refund_rules.points_to_reverse(points_earned=order.points_earned,
+                                            total=order.total, refunded=refunded)
+    due = target - await store.points_reversed(conn, order.order_id)
+    take = min(due, member.points_available)
     if take <= 0:
         return
     balance = await store.post(conn, member_id=member.id, delta=-take, reason="reverse",
-                               order_id=order.order_id)
+                               order_id=order.order_id, refunded_total=refunded)
     if balance is not None:
         await publish_points_changed(conn, member_id=member.id, delta=-take, balance=balance,
                                      reason="reverse", order_id=order.order_id)

@@ -7,23 +7,27 @@ import uuid
 
 import asyncpg
 
+from services.common import outbox
 from services.common.events import Event
-from services.orders import settle
+from services.orders import messages, settle
+from services.orders.domain.order import OrderStatus
+from services.orders.domain.refunds import RefundStep, refund_step
 from services.orders.store import orders as store
+from services.orders.store.orders import Order
 
 log = logging.getLogger(__name__)
 
 
 async def on_payment_refunded(conn: asyncpg.Connection, event: Event) -> None:
-    """A full refund started in payments lands on the order: CONFIRMED → REFUNDED, stock back.
+    """A refund started in payments lands on the order, in part or in full.
 
-    Runs in the inbox's transaction; an order already REFUNDED (e.g. the member cancelled
-    through orders, which started this refund) is left as it is.
+    Payments reports running totals, so only what they add beyond the order's `refunded` is
+    applied: a duplicate or an older report changes nothing. A partial refund is money only
+    (the order stays CONFIRMED, stock unchanged); reaching the whole amount makes it REFUNDED
+    with its stock back. Runs in the inbox's transaction; an order that is not CONFIRMED
+    (e.g. already REFUNDED because the member cancelled it through orders) is left as it is.
     """
     msg = event.message()
-    if msg.refunded < msg.captured or msg.captured == 0:
-        log.info("partial refund; order unchanged", extra={"order_id": msg.order_id})
-        return
     try:
         order_id = uuid.UUID(msg.order_id)
     except ValueError:
@@ -33,4 +37,24 @@ async def on_payment_refunded(conn: asyncpg.Connection, event: Event) -> None:
     if order is None:
         log.warning("refund for an unknown order", extra={"order_id": msg.order_id})
         return
-    await settle.mark_refunded(conn, order, amount=msg.refunded)
+    if order.status != OrderStatus.CONFIRMED:
+        log.info("refund for an order that is not confirmed; unchanged",
+                 extra={"order_id": msg.order_id, "status": order.status})
+        return
+    step = refund_step(total=order.total, refunded_before=order.refunded,
+                       reported=msg.refunded, captured=msg.captured)
+    if step is None:
+        return
+    if step.full:
+        await settle.mark_refunded(conn, order)
+    else:
+        await _partial(conn, order, step)
+
+
+async def _partial(conn: asyncpg.Connection, order: Order, step: RefundStep) -> None:
+    if not await store.add_partial_refund(conn, order.id, was=order.refunded,
+                                          now=step.refunded_total):
+        raise RuntimeError(f"order {order.id} changed under its row lock")
+    await outbox.add_event(
+        conn, source=settle.SOURCE, subject="orders.order.refunded", aggregate_id=str(order.id),
+        message=messages.refunded(order, amount=step.amount, refunded_total=step.refunded_total))

@@ -59,11 +59,12 @@ def cancelled(order: Order) -> ev.OrderCancelled:
     )
 
 
-def refunded(order: Order, amount: int) -> ev.OrderRefunded:
+def refunded(order: Order, *, amount: int, refunded_total: int) -> ev.OrderRefunded:
+    """One refund: `amount` it gave back, `refunded_total` refunded of the order with it."""
     return ev.OrderRefunded(
         order_id=str(order.id), member_id=str(order.member_id),
         refunded=_money(order, amount), payment_id=str(order.payment_id or ""),
-        refunded_at=_ts(),
+        refunded_at=_ts(), refunded_total=_money(order, refunded_total),
     )
 
 

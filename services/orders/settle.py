@@ -189,16 +189,23 @@ async def settle_points(ctx: Context, order: Order) -> None:
         await store.clear_points_pending(conn, order.id)
 
 
-async def mark_refunded(conn: asyncpg.Connection, order: Order, *, amount: int) -> bool:
-    """CONFIRMED → REFUNDED inside the caller's transaction; False if it was not CONFIRMED."""
+async def mark_refunded(conn: asyncpg.Connection, order: Order) -> bool:
+    """CONFIRMED → REFUNDED in full inside the caller's transaction, stock back.
+
+    The event carries what was still unrefunded (earlier partial refunds were announced on
+    their own) and the order's total as the running total. False if it was not CONFIRMED.
+    """
     if order.status != OrderStatus.CONFIRMED:
         return False
     status = transition(OrderStatus.CONFIRMED, OrderEvent.REFUNDED)
-    if not await store.change_status(conn, order.id, was=order.status, now=str(status)):
+    if not await store.change_status(conn, order.id, was=order.status, now=str(status),
+                                     refunded=order.total):
         return False
     await store.return_sold(conn, order.lines)
+    message = messages.refunded(order, amount=order.total - order.refunded,
+                                refunded_total=order.total)
     await outbox.add_event(conn, source=SOURCE, subject="orders.order.refunded",
-                           aggregate_id=str(order.id), message=messages.refunded(order, amount))
+                           aggregate_id=str(order.id), message=message)
     return True
 
 
@@ -223,10 +230,11 @@ async def cancel_by_member(ctx: Context, order: Order) -> Order:
 async def refund(ctx: Context, order: Order) -> Order:
     """Refund a CONFIRMED order's payment in full, then mark it REFUNDED with its stock back."""
     assert order.payment_id is not None, "a confirmed order has a payment"
-    payment = await ctx.payments.refund(order_id=order.id, payment_id=str(order.payment_id),
-                                        reason=CANCELLED_BY_MEMBER)
+    await ctx.payments.refund(order_id=order.id, payment_id=str(order.payment_id),
+                              reason=CANCELLED_BY_MEMBER)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        # Locked and read again: a partial refund may have landed since `order` was read.
         current = await store.get_order(conn, order.id, for_update=True)
         assert current is not None
-        await mark_refunded(conn, current, amount=payment.refunded or order.total)
+        await mark_refunded(conn, current)
     return await _load(ctx, order.id)

@@ -43,6 +43,7 @@ def order_json(order: Order) -> dict[str, Any]:
         "discount": money(order.discount, cur),
         "points_redeemed": order.points_redeemed,
         "total": money(order.total, cur),
+        "refunded": money(order.refunded, cur),
         "payment_id": str(order.payment_id) if order.payment_id else None,
         "cancel_reason": order.cancel_reason,
         "created_at": rfc3339(order.created_at),

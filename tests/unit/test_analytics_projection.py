@@ -38,8 +38,8 @@ def confirmed(total: int = 10_000, at: datetime = T0) -> Step:
     return lambda f: orders.confirmed(f, total=total, at=at)
 
 
-def refunded(amount: int, at: datetime) -> Step:
-    return lambda f: orders.refunded(f, amount=amount, at=at)
+def refunded(amount: int, at: datetime, in_full: bool = False) -> Step:
+    return lambda f: orders.refunded(f, amount=amount, at=at, in_full=in_full)
 
 
 def test_minute_of_floors_to_the_utc_minute() -> None:
@@ -80,13 +80,39 @@ def test_refund_books_its_amount_in_its_own_minute() -> None:
         (minute_of(T0), "orders"): 1,
         (minute_of(later), "refunds"): 4_000,
     })
-    assert fact == OrderFact("REFUNDED", 10_000, T0, refunded=4_000, refunded_at=later)
+    assert fact == OrderFact("CONFIRMED", 10_000, T0, refunded=4_000, refunded_at=later)
 
 
 def test_partial_refunds_add_up() -> None:
     a, b = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
     fact, _ = run([confirmed(), refunded(3_000, b), refunded(2_000, a)])
     assert (fact.refunded, fact.refunded_at) == (5_000, b)
+
+
+def test_partial_refunds_keep_the_order_confirmed_until_they_reach_its_total() -> None:
+    a, b = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
+    partly, booked = run([confirmed(), refunded(3_000, a)])
+    assert (partly.status, partly.refunded) == ("CONFIRMED", 3_000)
+    assert booked[minute_of(a), "refunds"] == 3_000
+
+    whole, booked = run([confirmed(), refunded(3_000, a), refunded(7_000, b)])
+    assert (whole.status, whole.refunded) == ("REFUNDED", 10_000)
+    assert (booked[minute_of(a), "refunds"], booked[minute_of(b), "refunds"]) == (3_000, 7_000)
+
+
+def test_refunds_that_arrive_before_the_confirmation_are_settled_by_it() -> None:
+    a = T0 + timedelta(minutes=1)
+    early, _ = run([refunded(4_000, a), refunded(6_000, a)])
+    assert early.status == "CONFIRMED"  # the total is not known yet
+    fact, _ = run([refunded(4_000, a), refunded(6_000, a), confirmed()])
+    assert (fact.status, fact.refunded) == ("REFUNDED", 10_000)
+
+
+def test_a_refund_from_before_partial_refunds_ends_the_order_whatever_its_amount() -> None:
+    later = T0 + timedelta(minutes=3)
+    fact, booked = run([confirmed(), refunded(4_000, later, in_full=True)])
+    assert (fact.status, fact.refunded) == ("REFUNDED", 4_000)
+    assert booked[minute_of(later), "refunds"] == 4_000
 
 
 def test_a_negative_refund_is_refused() -> None:
@@ -106,6 +132,22 @@ def test_any_delivery_order_gives_the_same_state_and_totals(data: st.DataObject)
     times = [T0 + timedelta(seconds=data.draw(st.integers(60, 7200))) for _ in refunds]
     steps = [placed(total), confirmed(total), *map(refunded, refunds, times)]
     expected = run(steps)
+    shuffled = data.draw(st.permutations(steps))
+    assert run(list(shuffled)) == expected
+
+
+@given(st.data())
+def test_partial_refunds_in_any_delivery_order_give_the_same_state_and_totals(
+    data: st.DataObject,
+) -> None:
+    total = data.draw(st.integers(1, 10**6))
+    cuts = sorted(data.draw(st.lists(st.integers(1, total), min_size=1, max_size=4,
+                                     unique=True)))
+    refunds = [b - a for a, b in zip([0, *cuts], cuts, strict=False)]
+    times = [T0 + timedelta(seconds=data.draw(st.integers(60, 7200))) for _ in refunds]
+    steps = [placed(total), confirmed(total), *map(refunded, refunds, times)]
+    expected = run(steps)
+    assert expected[0].status == ("REFUNDED" if cuts[-1] == total else "CONFIRMED")
     shuffled = data.draw(st.permutations(steps))
     assert run(list(shuffled)) == expected
 

@@ -4,7 +4,8 @@ The projection must reach the same numbers whatever order events arrive in (a re
 can overtake its confirmation on another stream partition or after a redelivery). So
 every event merges into the order's state, and a bucket only gets what a *transition*
 of that state adds: GMV when the order first becomes confirmed, a refund per refund
-event (the inbox makes each event apply once).
+event (the inbox makes each event apply once). A partial refund is money only: the order
+stays CONFIRMED until its refunds add up to its confirmed total.
 """
 
 from __future__ import annotations
@@ -67,18 +68,31 @@ def confirmed(fact: OrderFact, *, total: int, at: datetime) -> Outcome:
     if fact.is_confirmed:
         return replace(fact, status=status), []
     new = replace(fact, status=status, total=total, confirmed_at=at)
-    return new, [Contribution(minute_of(at), gmv=total, orders=1)]
+    return _settled(new), [Contribution(minute_of(at), gmv=total, orders=1)]
 
 
-def refunded(fact: OrderFact, *, amount: int, at: datetime) -> Outcome:
-    """`amount` (this refund, not a running total) in the refund's minute."""
+def refunded(fact: OrderFact, *, amount: int, at: datetime, in_full: bool = False) -> Outcome:
+    """`amount` (this refund, not a running total) in the refund's minute.
+
+    The order becomes REFUNDED once its refunds add up to its confirmed total, whichever
+    event arrives last. `in_full` says this refund is known to end the order: events from
+    before partial refunds carried no running total and were only ever full refunds.
+    """
     if amount < 0:
         raise ValueError(f"a refund cannot be negative, got {amount}")
     latest = at if fact.refunded_at is None else max(fact.refunded_at, at)
+    # A refund means the order was confirmed, even if that event has not arrived yet.
     new = replace(
         fact,
-        status=merge_status(fact.status, "REFUNDED"),
+        status=merge_status(fact.status, "REFUNDED" if in_full else "CONFIRMED"),
         refunded=fact.refunded + amount,
         refunded_at=latest,
     )
-    return new, [Contribution(minute_of(at), refunds=amount)] if amount else []
+    return _settled(new), [Contribution(minute_of(at), refunds=amount)] if amount else []
+
+
+def _settled(fact: OrderFact) -> OrderFact:
+    """REFUNDED once a confirmed order's refunds reach its total."""
+    if fact.is_confirmed and fact.refunded > 0 and fact.refunded >= fact.total:
+        return replace(fact, status=merge_status(fact.status, "REFUNDED"))
+    return fact

@@ -45,24 +45,28 @@ async def post(
     delta: int,
     reason: str,
     order_id: uuid.UUID,
+    refunded_total: int = 0,
 ) -> int | None:
-    """Change the balance by `delta` with its ledger entry; None if (order, reason) was applied.
+    """Change the balance by `delta` with its ledger entry; None if it was applied before.
 
+    An entry is unique per (order, reason, refunded_total): `refunded_total` is the order's
+    running refund a `reverse` answers (several per order), 0 for every other reason.
     The caller holds the member row lock (SELECT ... FOR UPDATE), so balance_after is exact.
     """
     balance = await conn.fetchval(
         """
         WITH entry AS (
-            INSERT INTO points_ledger (member_id, delta, balance_after, reason, order_id)
-            SELECT id, $2, points_balance + $2, $3, $4 FROM members WHERE id = $1
-            ON CONFLICT (order_id, reason) DO NOTHING
+            INSERT INTO points_ledger (member_id, delta, balance_after, reason, order_id,
+                                       refunded_total)
+            SELECT id, $2, points_balance + $2, $3, $4, $5 FROM members WHERE id = $1
+            ON CONFLICT (order_id, reason, refunded_total) DO NOTHING
             RETURNING member_id, balance_after
         )
         UPDATE members SET points_balance = entry.balance_after
         FROM entry WHERE members.id = entry.member_id
         RETURNING members.points_balance
         """,
-        member_id, delta, reason, order_id,
+        member_id, delta, reason, order_id, refunded_total,
     )
     return None if balance is None else int(balance)
 
@@ -84,15 +88,14 @@ async def ledger_page(
     return [LedgerEntry(**dict(r)) for r in records]
 
 
-async def entry_for(
-    conn: asyncpg.Connection, order_id: uuid.UUID, reason: str
-) -> LedgerEntry | None:
-    record = await conn.fetchrow(
-        "SELECT id, member_id, delta, balance_after, reason, order_id, created_at "
-        "FROM points_ledger WHERE order_id = $1 AND reason = $2",
-        order_id, reason,
+async def points_reversed(conn: asyncpg.Connection, order_id: uuid.UUID) -> int:
+    """Earned points of the order taken back so far, over all its `reverse` entries."""
+    taken = await conn.fetchval(
+        "SELECT coalesce(-sum(delta), 0) FROM points_ledger "
+        "WHERE order_id = $1 AND reason = 'reverse'",
+        order_id,
     )
-    return LedgerEntry(**dict(record)) if record is not None else None
+    return int(taken)
 
 
 async def reservation(

@@ -89,6 +89,8 @@ class Order(BaseModel):
     discount: Money
     points_redeemed: int
     total: Money
+    refunded: Money = Field(description="refunded of `total` so far: part of it while the order "
+                            "stays CONFIRMED, all of it once REFUNDED")
     payment_id: uuid.UUID | None
     cancel_reason: str | None
     created_at: str = Field(description="RFC 3339, UTC")

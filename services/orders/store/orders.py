@@ -20,7 +20,7 @@ from services.orders.store.stock import reserve as reserve_stock  # noqa: F401
 ORDER_COLUMNS = (
     "id, member_id, status, subtotal, discount, points_redeemed, total, currency, "
     "payment_token, payment_id, cancel_reason, idempotency_key, payment_deadline, "
-    "points_pending, created_at"
+    "points_pending, created_at, refunded"
 )
 
 
@@ -53,6 +53,7 @@ class Order:
     points_pending: bool
     created_at: datetime
     lines: tuple[Line, ...]
+    refunded: int = 0  # what payments refunded of `total` (partial refunds keep it CONFIRMED)
 
 
 async def insert_order(
@@ -126,15 +127,27 @@ async def list_orders(
 async def change_status(
     conn: asyncpg.Connection, order_id: uuid.UUID, *, was: str, now: str,
     payment_id: uuid.UUID | None = None, cancel_reason: str | None = None,
-    points_pending: bool = False,
+    points_pending: bool = False, refunded: int | None = None,
 ) -> bool:
     """Compare-and-set the status; False when the order was no longer `was`."""
     done = await conn.fetchval(
         "UPDATE orders SET status = $3, payment_id = coalesce($4, payment_id), "
         "cancel_reason = coalesce($5, cancel_reason), points_pending = points_pending OR $6, "
-        "updated_at = now() "
+        "refunded = coalesce($7, refunded), updated_at = now() "
         "WHERE id = $1 AND status = $2 RETURNING true",
-        order_id, was, now, payment_id, cancel_reason, points_pending,
+        order_id, was, now, payment_id, cancel_reason, points_pending, refunded,
+    )
+    return bool(done)
+
+
+async def add_partial_refund(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, was: int, now: int
+) -> bool:
+    """Compare-and-set a CONFIRMED order's running refund; False if either changed meanwhile."""
+    done = await conn.fetchval(
+        "UPDATE orders SET refunded = $3, updated_at = now() "
+        "WHERE id = $1 AND status = 'CONFIRMED' AND refunded = $2 RETURNING true",
+        order_id, was, now,
     )
     return bool(done)
 

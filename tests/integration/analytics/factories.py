@@ -57,8 +57,15 @@ def line(
     )
 
 
-def refund(order_id: str, amount: int, at: datetime) -> ev.OrderRefunded:
-    return ev.OrderRefunded(
+def refund(
+    order_id: str, amount: int, at: datetime, refunded_total: int | None = None
+) -> ev.OrderRefunded:
+    """One refund of `amount`; with `refunded_total` (the running total) as orders publishes
+    it since partial refunds, without it as the older events that were always full refunds."""
+    message = ev.OrderRefunded(
         order_id=order_id, refunded=cny(amount), payment_id=str(uuid.uuid4()),
         refunded_at=ts(at),
     )
+    if refunded_total is not None:
+        message.refunded_total.CopyFrom(cny(refunded_total))
+    return message

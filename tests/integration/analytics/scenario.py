@@ -35,13 +35,15 @@ class Scenario:
     by_merchant: Counter[str] = field(default_factory=Counter)
     payments_ok: int = 0
     payments: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)  # each order's final status
 
     def add(self, subject: str, message: Message) -> None:
         self.events.append(Sent(subject, uuid.uuid4(), message))
 
 
 def generate(n_orders: int, *, start: datetime, seed: int = 11) -> Scenario:
-    """Members, merchants, orders (confirmed, cancelled, refunded) and their payments.
+    """Members, merchants, orders (confirmed, cancelled, refunded in part or in full) and
+    their payments.
 
     Each order's events stay in causal order; orders interleave. Times fall within
     [start, start + 50 min)."""
@@ -87,6 +89,7 @@ def _order(
             amount=cny(total), decline_code="card_declined", occurred_at=ts(at)))
         s.add("orders.order.cancelled", ev.OrderCancelled(
             order_id=oid, member_id=member, reason="payment_declined", cancelled_at=ts(at)))
+        s.statuses["CANCELLED"] += 1
         return
     s.payments_ok += 1
     s.add("payments.payment.captured", ev.PaymentChanged(
@@ -99,12 +102,33 @@ def _order(
     s.orders += 1
     for ln in lines:
         s.by_merchant[ln.merchant_id] += ln.line_total
-    if rnd.random() < 0.15:
+    s.statuses[_refunds(s, rnd, oid, member, pid, total, at) if rnd.random() < 0.15
+               else "CONFIRMED"] += 1
+
+
+def _refunds(
+    s: Scenario, rnd: random.Random, oid: str, member: str, pid: str, total: int, at: datetime
+) -> str:
+    """Refunds of a confirmed order; the status they leave it in."""
+    if rnd.random() < 0.5:  # an event from before partial refunds: one, always the end
         amount = total if rnd.random() < 0.5 else rnd.randint(1, total)
         s.add("orders.order.refunded", ev.OrderRefunded(
             order_id=oid, member_id=member, refunded=cny(amount), payment_id=pid,
             refunded_at=ts(at + timedelta(seconds=rnd.uniform(1, 300)))))
         s.refunds += amount
+        return "REFUNDED"
+    running = 0  # partial refunds with the running total, the last one sometimes the rest
+    for _ in range(rnd.randint(1, 3)):
+        amount = total - running if rnd.random() < 0.3 else rnd.randint(1, total - running)
+        running += amount
+        at += timedelta(seconds=rnd.uniform(1, 300))
+        s.add("orders.order.refunded", ev.OrderRefunded(
+            order_id=oid, member_id=member, refunded=cny(amount), payment_id=pid,
+            refunded_at=ts(at), refunded_total=cny(running)))
+        s.refunds += amount
+        if running == total:
+            return "REFUNDED"
+    return "CONFIRMED"
 
 
 # Columns that say when a row was written, not what it holds.

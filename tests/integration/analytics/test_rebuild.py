@@ -73,6 +73,10 @@ async def test_rebuild_after_1000_random_orders_equals_live_and_the_sums(
         assert await dump(admin) == live
         assert await analytics.report("/v1/analytics/gmv", **window) == live_gmv
         assert await merchant_gmv(admin) == scenario.by_merchant
+        # Partly refunded orders stay CONFIRMED; those refunded in full are REFUNDED.
+        statuses = await admin.fetch("SELECT status, count(*) AS n FROM analytics.orders_fact "
+                                     "GROUP BY status")
+        assert Counter({r["status"]: r["n"] for r in statuses}) == scenario.statuses
     finally:
         await admin.close()
     # The independent sums: what the generator itself added up.

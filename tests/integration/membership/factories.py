@@ -58,12 +58,19 @@ def order_confirmed(
     )
 
 
-def order_refunded(member_id: str, order_id: str, refunded_fen: int) -> ev.OrderRefunded:
-    return ev.OrderRefunded(
+def order_refunded(
+    member_id: str, order_id: str, refunded_fen: int, refunded_total: int | None = None
+) -> ev.OrderRefunded:
+    """One refund; `refunded_total` (the running total) as orders sends it since partial
+    refunds, None for the older events that carried only the amount."""
+    message = ev.OrderRefunded(
         order_id=order_id, member_id=member_id,
         refunded=money_pb2.Money(amount=refunded_fen, currency="CNY"),
         payment_id=str(uuid.uuid4()),
     )
+    if refunded_total is not None:
+        message.refunded_total.CopyFrom(money_pb2.Money(amount=refunded_total, currency="CNY"))
+    return message
 
 
 async def publish(

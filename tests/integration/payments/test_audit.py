@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 from marketplace.payments.v1 import payments_pb2 as pb
 
 from services.cli.audit import Check, report, run_audit
@@ -33,12 +34,14 @@ async def _paid(payments: Running, merchant: uuid.UUID, amount: int, *, refund: 
 async def _insert_order(admin: asyncpg.Connection, p: pb.Payment, status: str) -> None:
     """The order as orders would hold it (orders itself is not running in this test)."""
     now = datetime.now(UTC)
+    # What orders records refunded: all of a REFUNDED order, what payments did of a CONFIRMED one.
+    refunded = {"REFUNDED": p.amount.amount, "CONFIRMED": p.refunded}.get(status, 0)
     await admin.execute(
         "INSERT INTO orders.orders (id, member_id, status, subtotal, discount, points_redeemed, "
-        "total, payment_token, payment_id, idempotency_key, payment_deadline, retry_at) "
-        "VALUES ($1, $2, $3, $4, 0, 0, $4, 'tok_visa', $5, $6, $7, $7)",
+        "total, payment_token, payment_id, idempotency_key, payment_deadline, retry_at, "
+        "refunded) VALUES ($1, $2, $3, $4, 0, 0, $4, 'tok_visa', $5, $6, $7, $7, $8)",
         uuid.UUID(p.order_id), uuid.UUID(p.member_id), status, p.amount.amount,
-        uuid.UUID(p.id), f"idem-{p.order_id}", now,
+        uuid.UUID(p.id), f"idem-{p.order_id}", now, refunded,
     )
 
 
@@ -94,3 +97,46 @@ async def test_the_audit_catches_one_corrupted_row(payments: Running) -> None:
     finally:
         await admin.close()
 
+
+
+async def test_the_audit_holds_partial_refunds_to_the_orders_refunded_column(
+    payments: Running,
+) -> None:
+    db = payments.db
+    for service in ("orders", "membership", "analytics"):
+        await migrate_service(db.dsn(service), service)
+    merchant = uuid.uuid4()
+    partly = await _paid(payments, merchant, 9_999, refund=3_333)
+    refunded = await _paid(payments, merchant, 5_000, refund=0)
+    admin = await asyncpg.connect(db.admin_dsn)
+    try:
+        await _insert_order(admin, partly, "CONFIRMED")
+        await _insert_order(admin, refunded, "REFUNDED")
+        clean = await _checks(payments)
+        assert clean[MATCH].ok and clean[MATCH].checked == 2, clean[MATCH].violations
+
+        # Orders missed the partial refund: it believes it kept the whole total.
+        await admin.execute("UPDATE orders.orders SET refunded = 0 WHERE id = $1",
+                            uuid.UUID(partly.order_id))
+        results = await _checks(payments)
+        assert results[MATCH].violations == [
+            f"order {partly.order_id} is CONFIRMED (so 9999 kept) but payment {partly.id} keeps "
+            "6666 (captured 9999 - refunded 3333)"
+        ]
+        await admin.execute("UPDATE orders.orders SET refunded = 3333 WHERE id = $1",
+                            uuid.UUID(partly.order_id))
+
+        # A REFUNDED order whose column says part of it is still kept.
+        await admin.execute("UPDATE orders.orders SET refunded = 4000 WHERE id = $1",
+                            uuid.UUID(refunded.order_id))
+        results = await _checks(payments)
+        assert results[MATCH].violations == [
+            f"order {refunded.order_id} is REFUNDED but records 4000 of its 5000 refunded"
+        ]
+
+        # More refunded than the order's total is refused by the column's CHECK.
+        with pytest.raises(asyncpg.CheckViolationError):
+            await admin.execute("UPDATE orders.orders SET refunded = total + 1 WHERE id = $1",
+                                uuid.UUID(refunded.order_id))
+    finally:
+        await admin.close()

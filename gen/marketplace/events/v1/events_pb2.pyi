@@ -79,18 +79,20 @@ class OrderCancelled(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., member_id: _Optional[str] = ..., reason: _Optional[str] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class OrderRefunded(_message.Message):
-    __slots__ = ("order_id", "member_id", "refunded", "payment_id", "refunded_at")
+    __slots__ = ("order_id", "member_id", "refunded", "payment_id", "refunded_at", "refunded_total")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     REFUNDED_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     REFUNDED_AT_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     member_id: str
     refunded: _money_pb2.Money
     payment_id: str
     refunded_at: _timestamp_pb2.Timestamp
-    def __init__(self, order_id: _Optional[str] = ..., member_id: _Optional[str] = ..., refunded: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., payment_id: _Optional[str] = ..., refunded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    refunded_total: _money_pb2.Money
+    def __init__(self, order_id: _Optional[str] = ..., member_id: _Optional[str] = ..., refunded: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., payment_id: _Optional[str] = ..., refunded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refunded_total: _Optional[_Union[_money_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class PaymentChanged(_message.Message):
     __slots__ = ("payment_id", "order_id", "member_id", "status", "amount", "captured", "refunded", "decline_code", "occurred_at")

@@ -123,10 +123,12 @@ async def _earlier_authorization(
     conn: asyncpg.Connection, command: AuthorizePayment, request_hash: str
 ) -> pb.Payment | None:
     """The answer for this key, or this order's payment when the request is the same."""
-    answer = await _replay(conn, method="Authorize", key=command.key, request_hash=request_hash)
+    answer, existing = await store.answer_or_order_payment(
+        conn, method="Authorize", key=command.key, order_id=command.order_id)
     if answer is not None:
-        return answer
-    existing = await store.get_by_order(conn, command.order_id)
+        if answer.request_hash != request_hash:
+            raise CommandError("invalid_argument", KEY_REUSED)
+        return pb.Payment.FromString(answer.response)
     if existing is None:
         return None
     if existing.request_hash != request_hash:

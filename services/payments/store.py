@@ -50,7 +50,11 @@ class PaymentRow:
 def _row(record: asyncpg.Record | None) -> PaymentRow | None:
     if record is None:
         return None
-    return PaymentRow(**{**dict(record), "status": PaymentStatus(record["status"])})
+    return _row_from(dict(record))
+
+
+def _row_from(values: dict[str, object]) -> PaymentRow:
+    return PaymentRow(**{**values, "status": PaymentStatus(str(values["status"]))})  # type: ignore[arg-type]
 
 
 async def get(conn: asyncpg.Connection, payment_id: uuid.UUID) -> PaymentRow | None:
@@ -140,6 +144,28 @@ async def get_answer(conn: asyncpg.Connection, *, method: str, key: str) -> Stor
     if record is None:
         return None
     return StoredAnswer(record["request_hash"], bytes(record["response"]))
+
+
+async def answer_or_order_payment(
+    conn: asyncpg.Connection, *, method: str, key: str, order_id: uuid.UUID
+) -> tuple[StoredAnswer | None, PaymentRow | None]:
+    """The answer stored under (method, key) and the order's payment, in one round trip."""
+    record = await conn.fetchrow(
+        "SELECT k.request_hash AS answer_hash, k.response AS answer, "
+        + ", ".join(f"p.{c.strip()}" for c in _COLUMNS.split(",")) + " "
+        "FROM (SELECT 1) AS one "
+        "LEFT JOIN idempotency_keys k ON k.method = $1 AND k.key = $2 "
+        "LEFT JOIN payments p ON p.order_id = $3",
+        method, key, order_id,
+    )
+    assert record is not None  # one row, whatever matched
+    answer = (StoredAnswer(record["answer_hash"], bytes(record["answer"]))
+              if record["answer_hash"] is not None else None)
+    payment = None
+    if record["id"] is not None:
+        values = {k: record[k] for k in PaymentRow.__slots__}
+        payment = _row_from(values)
+    return answer, payment
 
 
 async def save_answer(

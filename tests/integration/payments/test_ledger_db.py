@@ -16,7 +16,8 @@ async def _connect(payments: Running) -> asyncpg.Connection:
     )
 
 
-async def test_an_unbalanced_entry_is_refused_at_commit(payments: Running) -> None:
+async def test_an_unbalanced_entry_is_refused(payments: Running) -> None:
+    """By the statement that writes its lines, or at commit when it has none."""
     paid = await payments.stub.Authorize(authorize_request())
     conn = await _connect(payments)
     try:
@@ -36,7 +37,16 @@ async def test_an_unbalanced_entry_is_refused_at_commit(payments: Running) -> No
                     "INSERT INTO journal_entries (payment_id, kind, currency) "
                     "VALUES ($1, 'refund', 'CNY')", uuid.UUID(paid.id),
                 )
+        # Lines added later to a balanced entry, even ones that cancel out over two
+        # statements: each statement must leave every entry it touches balanced.
+        authorize = await conn.fetchval("SELECT id FROM journal_entries")
+        for lines in ("($1, 'refunds', 5)", "($1, 'refunds', 5), ($1, 'member_funding', -4)"):
+            with pytest.raises(asyncpg.CheckViolationError, match="unbalanced"):
+                await conn.execute(
+                    f"INSERT INTO journal_lines (entry_id, account, amount) VALUES {lines}",
+                    authorize)
         assert await conn.fetchval("SELECT count(*) FROM journal_entries") == 1  # authorize
+        assert await conn.fetchval("SELECT sum(amount) FROM journal_lines") == 0
     finally:
         await conn.close()
 

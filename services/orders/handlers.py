@@ -18,14 +18,19 @@ from services.orders.store.orders import Order
 log = logging.getLogger(__name__)
 
 
+class NotYetConfirmed(Exception):
+    """The refund's order is still PENDING: retry the event later."""
+
+
 async def on_payment_refunded(conn: asyncpg.Connection, event: Event) -> None:
     """A refund started in payments lands on the order, in part or in full.
 
     Payments reports running totals, so only what they add beyond the order's `refunded` is
     applied: a duplicate or an older report changes nothing. A partial refund is money only
     (the order stays CONFIRMED, stock unchanged); reaching the whole amount makes it REFUNDED
-    with its stock back. Runs in the inbox's transaction; an order that is not CONFIRMED
-    (e.g. already REFUNDED because the member cancelled it through orders) is left as it is.
+    with its stock back. Runs in the inbox's transaction; a PENDING order makes the event
+    come back later, any other that is not CONFIRMED (e.g. already REFUNDED because the
+    member cancelled it through orders) is left as it is.
     """
     msg = event.message()
     try:
@@ -37,6 +42,10 @@ async def on_payment_refunded(conn: asyncpg.Connection, event: Event) -> None:
     if order is None:
         log.warning("refund for an unknown order", extra={"order_id": msg.order_id})
         return
+    if order.status == OrderStatus.PENDING:
+        # Paid but not confirmed yet (its checkout or the recovery loop is about to): the
+        # inbox redelivers this later, and confirming takes what payments says it refunded.
+        raise NotYetConfirmed(f"order {order_id} is still PENDING; refund applied later")
     if order.status != OrderStatus.CONFIRMED:
         log.info("refund for an order that is not confirmed; unchanged",
                  extra={"order_id": msg.order_id, "status": order.status})

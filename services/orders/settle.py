@@ -110,19 +110,29 @@ async def _load(ctx: Context, order_id: uuid.UUID) -> Order:
 
 
 async def confirm(ctx: Context, order: Order, payment: Payment) -> Order:
-    """PENDING → CONFIRMED with the event and the stored checkout answer, then commit points."""
+    """PENDING → CONFIRMED with the event and the stored checkout answer, then commit points.
+
+    A payment partly refunded before the order was confirmed (an admin refund while the
+    order waited for recovery) is confirmed with that refund, announced as one.
+    """
     status = transition(OrderStatus(order.status), OrderEvent.PAYMENT_CAPTURED)
+    refunded = min(max(payment.refunded, 0), order.total)
     done = dataclasses.replace(order, status=str(status), payment_id=uuid.UUID(payment.id),
-                               points_pending=order.points_redeemed > 0)
+                               points_pending=order.points_redeemed > 0, refunded=refunded)
     async with ctx.pool.acquire() as conn, conn.transaction():
         changed = await store.change_status(
             conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
-            points_pending=done.points_pending)
+            points_pending=done.points_pending, refunded=refunded or None)
         if changed:
             await store.sell_held(conn, order.lines)
             await carts.remove_ordered(conn, order.id)
             await outbox.add_event(conn, source=SOURCE, subject="orders.order.confirmed",
                                    aggregate_id=str(order.id), message=messages.confirmed(done))
+            if refunded:
+                await outbox.add_event(
+                    conn, source=SOURCE, subject="orders.order.refunded",
+                    aggregate_id=str(order.id),
+                    message=messages.refunded(done, amount=refunded, refunded_total=refunded))
             await _complete_key(conn, done)
     if not changed:
         return await _captured_too_late(ctx, order.id, payment)

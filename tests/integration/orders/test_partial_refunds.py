@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -188,3 +189,48 @@ async def _reports_applied(stack: Stack, payment_id: str, *, count: int) -> None
             until=lambda n: n == count, what="the refund reports consumed by orders")
     finally:
         await conn.close()
+
+
+async def test_a_refund_of_a_paid_order_not_yet_confirmed_lands_once_it_is(
+    services: Stack,
+) -> None:
+    """Payments refunds part of a sale while orders holds the order PENDING (between the
+    sale and the confirmation): the report waits for the confirmation, then lands once."""
+    await services.start_membership()
+    await services.start_payments()
+    await services.start_orders(fault_hold_at="after_authorize", fault_hold_s=3.0,
+                                recovery_grace_s=30.0)
+    member = await services.member()
+    conn = await services.sql()
+    try:
+        sku = (await f.product(conn, await f.merchant(conn), skus=[(PRICE, 10)]))[0]
+    finally:
+        await conn.close()
+    assert services.orders is not None
+    placing = asyncio.create_task(services.orders.post(
+        "/v1/orders", json=f.order_body((sku.id, QUANTITY)),
+        headers={"Authorization": member["Authorization"], "Idempotency-Key": "held-1"}))
+    pay = await services.sql("payments")
+    try:
+        paid = await eventually(
+            lambda: pay.fetchrow("SELECT id, order_id, status FROM payments"),
+            until=lambda row: row is not None and row["status"] == "CAPTURED",
+            what="the sale captured")
+    finally:
+        await pay.close()
+    order_id = str(paid["order_id"])
+    await _admin_refund(services, str(paid["id"]), 2_000, "while-pending")
+    conn = await services.sql()
+    try:
+        assert await conn.fetchval("SELECT status FROM orders WHERE id = $1",
+                                   paid["order_id"]) == "PENDING"
+    finally:
+        await conn.close()
+
+    placed = await placing
+    assert placed.status_code == 201, placed.text
+    done = await _order_once(services, member, order_id, 2_000)
+    assert done["status"] == "CONFIRMED"
+    await _reports_applied(services, str(paid["id"]), count=1)
+    events = await _refund_events(services, order_id)
+    assert [(e.refunded.amount, e.refunded_total.amount) for e in events] == [(2_000, 2_000)]

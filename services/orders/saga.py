@@ -182,8 +182,7 @@ async def _open(
                     raise _KeyHeld(held)
                 await _reserve(ctx, conn, order, hot=hot)
                 await store.insert_order(
-                    conn, order, retry_at=now + timedelta(seconds=ctx.settings.recovery_grace_s),
-                    from_cart=request.from_cart)
+                    conn, order, retry_at=now + timedelta(seconds=ctx.settings.recovery_grace_s))
                 await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
                                        aggregate_id=str(order.id), message=messages.placed(order))
             return order
@@ -243,7 +242,7 @@ async def _price(
         total=quote.total, currency=currencies.pop(), payment_token=request.payment_token,
         payment_id=None, cancel_reason=None, idempotency_key=key,
         payment_deadline=now + timedelta(seconds=ctx.settings.payment_deadline_s),
-        points_pending=False, created_at=now, lines=lines,
+        points_pending=False, created_at=now, lines=lines, from_cart=request.from_cart,
     )
 
 

@@ -125,7 +125,8 @@ async def confirm(ctx: Context, order: Order, payment: Payment) -> Order:
             points_pending=done.points_pending, refunded=refunded or None)
         if changed:
             await store.sell_held(conn, order.lines)
-            await carts.remove_ordered(conn, order.id)
+            if order.from_cart:
+                await carts.remove_ordered(conn, order.id)
             await outbox.add_event(conn, source=SOURCE, subject="orders.order.confirmed",
                                    aggregate_id=str(order.id), message=messages.confirmed(done))
             if refunded:

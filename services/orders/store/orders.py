@@ -20,7 +20,7 @@ from services.orders.store.stock import reserve as reserve_stock  # noqa: F401
 ORDER_COLUMNS = (
     "id, member_id, status, subtotal, discount, points_redeemed, total, currency, "
     "payment_token, payment_id, cancel_reason, idempotency_key, payment_deadline, "
-    "points_pending, created_at, refunded"
+    "points_pending, created_at, refunded, from_cart"
 )
 
 
@@ -54,25 +54,25 @@ class Order:
     created_at: datetime
     lines: tuple[Line, ...]
     refunded: int = 0  # what payments refunded of `total` (partial refunds keep it CONFIRMED)
+    from_cart: bool = False  # checked out from the cart: confirming empties those cart lines
 
 
-async def insert_order(
-    conn: asyncpg.Connection, order: Order, *, retry_at: datetime, from_cart: bool = False
-) -> None:
+async def insert_order(conn: asyncpg.Connection, order: Order, *, retry_at: datetime) -> None:
+    """The order and all its lines, in one statement."""
+    lines = order.lines
     await conn.execute(
-        "INSERT INTO orders (id, member_id, status, subtotal, discount, points_redeemed, total, "
-        "currency, payment_token, idempotency_key, payment_deadline, retry_at, created_at, "
-        "from_cart) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "WITH o AS (INSERT INTO orders (id, member_id, status, subtotal, discount, "
+        "points_redeemed, total, currency, payment_token, idempotency_key, payment_deadline, "
+        "retry_at, created_at, from_cart) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id) "
+        "INSERT INTO order_lines (order_id, line_no, sku_id, product_id, merchant_id, category, "
+        "quantity, unit_price, line_total) SELECT o.id, l.* FROM o, unnest($15::int[], "
+        "$16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::int[], $21::bigint[], "
+        "$22::bigint[]) AS l",
         order.id, order.member_id, order.status, order.subtotal, order.discount,
         order.points_redeemed, order.total, order.currency, order.payment_token,
-        order.idempotency_key, order.payment_deadline, retry_at, order.created_at, from_cart,
-    )
-    lines = order.lines
-    await conn.execute(  # one statement for all lines
-        "INSERT INTO order_lines (order_id, line_no, sku_id, product_id, merchant_id, category, "
-        "quantity, unit_price, line_total) SELECT $1, l.* FROM unnest($2::int[], $3::uuid[], "
-        "$4::uuid[], $5::uuid[], $6::text[], $7::int[], $8::bigint[], $9::bigint[]) AS l",
-        order.id, list(range(1, len(lines) + 1)), [x.sku_id for x in lines],
+        order.idempotency_key, order.payment_deadline, retry_at, order.created_at,
+        order.from_cart, list(range(1, len(lines) + 1)), [x.sku_id for x in lines],
         [x.product_id for x in lines], [x.merchant_id for x in lines],
         [x.category for x in lines], [x.quantity for x in lines],
         [x.unit_price for x in lines], [x.line_total for x in lines],

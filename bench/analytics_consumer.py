@@ -55,8 +55,9 @@ async def raw_rate(nats_url: str, total: int) -> float:
     js = nc.jetstream()
     began, seen = time.perf_counter(), 0
     for _, (stream, subjects, _) in CONSUMERS.items():
-        sub = await js.pull_subscribe(subjects, stream=stream, config=ConsumerConfig(
-            name=f"bench-raw-{uuid.uuid4().hex[:6]}", deliver_policy=DeliverPolicy.ALL,
+        sub = await js.pull_subscribe("", stream=stream, config=ConsumerConfig(
+            name=f"bench-raw-{uuid.uuid4().hex[:6]}", filter_subjects=list(subjects),
+            deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT, max_ack_pending=10_000, inactive_threshold=30.0))
         while (await sub.consumer_info()).num_pending:
             for msg in await sub.fetch(BATCH, timeout=2.0):
@@ -78,7 +79,7 @@ async def consumer_rate(dsn: str, nats_url: str, total: int, *, batch: bool) -> 
     consumers: list[Consumer] = []
     for name, (stream, subjects, handler) in CONSUMERS.items():
         kw = dict(pool=pool, bus=bus, name=f"{name}-{uuid.uuid4().hex[:6]}", stream=stream,
-                  subjects=[subjects], batch_size=BATCH)
+                  subjects=list(subjects), batch_size=BATCH)
         consumers.append(BatchConsumer(batch_handler=handler, **kw) if batch  # type: ignore[arg-type]
                          else Consumer(handler=per_event(handler), **kw))  # type: ignore[arg-type]
     began = time.perf_counter()

@@ -21,10 +21,13 @@ from services.analytics.settings import AnalyticsSettings
 from services.common import runtime, web
 
 # Durable consumer name → (stream, subjects, handler): one pull consumer per stream.
-CONSUMERS: dict[str, tuple[str, str, BatchHandler]] = {
-    "analytics-orders": ("ORDERS", "orders.>", handlers.on_order_event),
-    "analytics-payments": ("PAYMENTS", "payments.>", handlers.on_payment_event),
-    "analytics-membership": ("MEMBERSHIP", "membership.>", handlers.on_membership_event),
+# Membership: only what is projected; points change on every order and are not (the
+# server filters them out, so they cost no delivery, transaction or inbox row here).
+CONSUMERS: dict[str, tuple[str, tuple[str, ...], BatchHandler]] = {
+    "analytics-orders": ("ORDERS", ("orders.>",), handlers.on_order_event),
+    "analytics-payments": ("PAYMENTS", ("payments.>",), handlers.on_payment_event),
+    "analytics-membership": ("MEMBERSHIP", handlers.MEMBERSHIP_SUBJECTS,
+                             handlers.on_membership_event),
 }
 
 
@@ -88,7 +91,7 @@ async def start(settings: AnalyticsSettings) -> Service:
     infra = await runtime.start_infra(settings, Path(__file__).parent)
     for name, (stream, subjects, handler) in CONSUMERS.items():
         infra.consumers.append(BatchConsumer(
-            pool=infra.pool, bus=infra.bus, name=name, stream=stream, subjects=[subjects],
+            pool=infra.pool, bus=infra.bus, name=name, stream=stream, subjects=list(subjects),
             batch_handler=handler, batch_size=settings.consumer_batch_size,
         ))
     return Service(

@@ -133,6 +133,9 @@ async def on_payment_event(conn: asyncpg.Connection, event: Event, writes: Write
     )
 
 
+MEMBERSHIP_SUBJECTS = ("membership.member.registered", "membership.tier.changed")
+
+
 async def on_membership_event(conn: asyncpg.Connection, event: Event, writes: Writes) -> None:
     """membership.>: demographics and tiers into members_dim; points are not projected."""
     if event.subject == "membership.member.registered":

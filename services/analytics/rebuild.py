@@ -87,9 +87,10 @@ async def open_replays(js: JetStreamContext) -> list[Replay]:
     for consumer, (stream, subjects, handler) in CONSUMERS.items():
         info = await js.stream_info(stream)
         sub = await js.pull_subscribe(
-            subjects, stream=stream,
+            "", stream=stream,
             config=ConsumerConfig(
                 name=f"analytics-rebuild-{uuid.uuid4().hex[:8]}",
+                filter_subjects=list(subjects),
                 deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.ALL,
                 inactive_threshold=60.0, max_ack_pending=-1,
             ),

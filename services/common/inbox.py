@@ -89,6 +89,7 @@ class Consumer:
         while True:
             try:
                 if sub is None:
+                    await self._declare()
                     sub = await self.bus.js.pull_subscribe(
                         "", durable=self.name, stream=self.stream, config=self.config()
                     )
@@ -107,6 +108,15 @@ class Consumer:
                     sub = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _declare(self) -> None:
+        """Create the durable consumer, or bring an existing one up to this config (e.g. a
+        changed subject filter): pull_subscribe alone would keep what an older version made."""
+        try:
+            await self.bus.js.add_consumer(self.stream, config=self.config())
+        except nats.js.errors.BadRequestError as exc:  # a change the server does not allow
+            log.warning("consumer %s keeps its existing configuration", self.name,
+                        extra={"error": str(exc)})
 
     async def apply(self, msgs: list[Msg]) -> None:
         """Apply one batch in one transaction, then ack or nak each message."""

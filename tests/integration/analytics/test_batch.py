@@ -18,8 +18,8 @@ from tests.infra import FreshDb
 from tests.integration.analytics.scenario import Scenario, dump, generate
 
 MakeDb = Callable[..., Awaitable[FreshDb]]
-BY_PREFIX = {stream.split(".", 1)[0]: (name, handler)
-             for name, (_, stream, handler) in CONSUMERS.items()}
+BY_PREFIX = {subjects[0].split(".", 1)[0]: (name, handler)
+             for name, (_, subjects, handler) in CONSUMERS.items()}
 
 
 def as_events(scenario: Scenario) -> list[Event]:

@@ -93,6 +93,7 @@ async def start(settings: AnalyticsSettings) -> Service:
         infra.consumers.append(BatchConsumer(
             pool=infra.pool, bus=infra.bus, name=name, stream=stream, subjects=list(subjects),
             batch_handler=handler, batch_size=settings.consumer_batch_size,
+            linger_s=settings.consumer_linger_ms / 1000,
         ))
     return Service(
         infra=infra, app=create_app(settings, infra), tasks=[_refresh_gauges(infra)]

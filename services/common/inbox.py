@@ -60,8 +60,12 @@ class Consumer:
         batch_size: int = 100,
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
+        linger_s: float = 0.0,
     ) -> None:
         self.pool, self.bus, self.name, self.stream = pool, bus, name, stream
+        # After a batch smaller than batch_size, wait this long before fetching again, so
+        # that under a steady trickle several events share a transaction (and its commit).
+        self.linger_s = linger_s
         self.subjects, self.handler = list(subjects), handler
         self.batch_size, self.max_deliver, self.ack_wait_s = batch_size, max_deliver, ack_wait_s
         self.applied_total = 0
@@ -99,6 +103,8 @@ class Consumer:
                     continue
                 await self.apply(msgs)
                 backoff = 0.2
+                if self.linger_s and len(msgs) < self.batch_size:
+                    await asyncio.sleep(self.linger_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

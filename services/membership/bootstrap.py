@@ -75,6 +75,7 @@ async def start(settings: MembershipSettings) -> Service:
         inbox.Consumer(
             pool=infra.pool, bus=infra.bus, name=handlers.CONSUMER, stream=handlers.STREAM,
             subjects=handlers.SUBJECTS, handler=handlers.handle,
+            linger_s=settings.consumer_linger_ms / 1000,
         )
     )
     return Service(infra=infra, app=app, grpc_server=server, grpc_port=settings.grpc_port)

@@ -93,16 +93,11 @@ async def _record(
     return answer
 
 
-async def _record_change(
-    conn: asyncpg.Connection, change: Change, *, publish: bool = True
-) -> None:
-    """The journal entry and (unless a later move of the same transaction will say it
-    too) the event of one move, in the caller's transaction."""
+async def _record_change(conn: asyncpg.Connection, change: Change) -> None:
+    """The journal entry and the event of one move, in the caller's transaction."""
     p = change.row
     if change.posting is not None:
         await store.post(conn, payment_id=p.id, currency=p.currency, posting=change.posting)
-    if not publish:
-        return
     await outbox.add_event(
         conn, source=SOURCE, subject=change.subject, aggregate_id=str(p.id), message=_event(p)
     )
@@ -164,32 +159,50 @@ async def authorize(*, deps: Deps, command: AuthorizePayment) -> pb.Payment:
     captured = await _sale_capture(deps, command, result)
     for attempt in (1, 2):
         try:
+            # A concurrent call for the same order or key loses on a unique index and
+            # retries: then it finds the winner's answer.
             async with deps.pool.acquire() as conn, conn.transaction():
-                await store.lock_order(conn, command.order_id)
                 earlier = await _earlier_authorization(conn, command, request_hash)
                 if earlier is not None:
                     return earlier
-                change = await _new_payment(conn, command, request_hash, result)
                 if captured is None:
+                    change = await _new_payment(conn, command, request_hash, result)
                     return await _record(conn, method="Authorize", key=command.key,
                                          request_hash=request_hash, change=change)
-                # One event for the sale: `captured` carries the whole payment (amount,
-                # captured, status), so an `authorized` event a moment before says nothing more.
-                await _record_change(conn, change, publish=False)
-                capture = CapturePayment(key=command.capture_key, payment_id=change.row.id,
-                                         amount=0)
-                change = _captured(deps, change.row, rules.capture(change.row.state, 0))
-                await store.update_amounts(conn, change.row)
-                answer = await _record(conn, method="Capture", key=capture.key,
-                                       request_hash=capture.fingerprint(), change=change)
-                await store.save_answer(
-                    conn, method="Authorize", key=command.key, request_hash=request_hash,
-                    payment_id=change.row.id, response=answer.SerializeToString())
-                return answer
+                return await _record_sale(deps, conn, command, request_hash, result)
         except asyncpg.UniqueViolationError:
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+async def _record_sale(
+    deps: Deps, conn: asyncpg.Connection, command: AuthorizePayment, request_hash: str,
+    result: ProcessorResult,
+) -> pb.Payment:
+    """An authorization captured at once: the payment in its final state, both journal
+    entries, one event (`captured` carries the whole payment: amount, captured, status),
+    and the answer under both keys."""
+    authorized = rules.authorized(command.amount)
+    state = rules.capture(authorized, 0)
+    commission = ledger.commission_on(state.captured, deps.commission_bps)
+    row = await store.insert(
+        conn, order_id=command.order_id, member_id=command.member_id,
+        merchant_id=command.merchant_id, state=state, currency=command.currency,
+        decline_code=None, processor_ref=result.reference, request_hash=request_hash,
+        commission=commission,
+    )
+    await store.post(conn, payment_id=row.id, currency=row.currency,
+                     posting=ledger.authorize(row.amount))
+    change = _captured(deps, row.with_state(authorized), state)
+    await _record_change(conn, change)
+    answer = to_proto(change.row)
+    capture = CapturePayment(key=command.capture_key, payment_id=row.id, amount=0)
+    await store.save_answers(
+        conn, [("Authorize", command.key, request_hash),
+               ("Capture", capture.key, capture.fingerprint())],
+        payment_id=row.id, response=answer.SerializeToString())
+    return answer
 
 
 async def _sale_capture(

@@ -88,25 +88,20 @@ async def list_payments(
     return [r for r in map(_row, records) if r is not None]
 
 
-async def lock_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
-    """Serialise authorizations of one order until the transaction ends."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('payments:order:' || $1::uuid::text))", order_id
-    )
-
-
 async def insert(
     conn: asyncpg.Connection, *, order_id: uuid.UUID, member_id: uuid.UUID,
     merchant_id: uuid.UUID, state: PaymentState, currency: str, decline_code: str | None,
-    processor_ref: str | None, request_hash: str,
+    processor_ref: str | None, request_hash: str, commission: int = 0,
 ) -> PaymentRow:
+    """A new payment; raises UniqueViolationError when the order already has one."""
     record = await conn.fetchrow(
         "INSERT INTO payments (id, order_id, member_id, merchant_id, status, currency, amount, "
-        "captured, refunded, decline_code, processor_ref, request_hash) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+        "captured, refunded, decline_code, processor_ref, request_hash, commission) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
         f"RETURNING {_COLUMNS}",
         uuid.uuid4(), order_id, member_id, merchant_id, state.status.value, currency,
         state.amount, state.captured, state.refunded, decline_code, processor_ref, request_hash,
+        commission,
     )
     row = _row(record)
     assert row is not None
@@ -173,26 +168,36 @@ async def save_answer(
     payment_id: uuid.UUID, response: bytes,
 ) -> None:
     """Raises UniqueViolationError when a concurrent call with the same key won the race."""
+    await save_answers(conn, [(method, key, request_hash)], payment_id=payment_id,
+                       response=response)
+
+
+async def save_answers(
+    conn: asyncpg.Connection, keys: list[tuple[str, str, str]], *, payment_id: uuid.UUID,
+    response: bytes,
+) -> None:
+    """One answer under several (method, key, request_hash), in one statement."""
     await conn.execute(
         "INSERT INTO idempotency_keys (method, key, request_hash, payment_id, response) "
-        "VALUES ($1, $2, $3, $4, $5)",
-        method, key, request_hash, payment_id, response,
+        "SELECT m, k, h, $4, $5 FROM unnest($1::text[], $2::text[], $3::text[]) AS x(m, k, h)",
+        [m for m, _, _ in keys], [k for _, k, _ in keys], [h for _, _, h in keys],
+        payment_id, response,
     )
 
 
 async def post(
     conn: asyncpg.Connection, *, payment_id: uuid.UUID, currency: str, posting: Posting
 ) -> int:
-    """Write one journal entry; the database refuses it at commit unless it balances."""
+    """Write one journal entry with its lines, in one statement; the database refuses it
+    unless it balances."""
     entry_id: int = await conn.fetchval(
-        "INSERT INTO journal_entries (payment_id, kind, currency) VALUES ($1, $2, $3) "
-        "RETURNING id",
-        payment_id, posting.kind, currency,
-    )
-    await conn.execute(
+        "WITH e AS (INSERT INTO journal_entries (payment_id, kind, currency) "
+        "VALUES ($1, $2, $3) RETURNING id) "
         "INSERT INTO journal_lines (entry_id, account, amount) "
-        "SELECT $1, account, amount FROM unnest($2::text[], $3::bigint[]) AS l(account, amount)",
-        entry_id, [a for a, _ in posting.lines], [n for _, n in posting.lines],
+        "SELECT e.id, l.account, l.amount FROM e, "
+        "unnest($4::text[], $5::bigint[]) AS l(account, amount) RETURNING entry_id",
+        payment_id, posting.kind, currency, [a for a, _ in posting.lines],
+        [n for _, n in posting.lines],
     )
     return entry_id
 

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ceiling-step-s", type=float, default=5.0)
     p.add_argument("--pgbench-s", type=int, default=10)
     p.add_argument("--members", type=int, default=120)
+    p.add_argument("--warmup-s", type=float, default=5.0,
+                   help="unmeasured seconds at the first rate before the measured steps")
     p.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", 8000)))
     p.add_argument("--no-profile", action="store_true", help="skip py-spy on orders")
     p.add_argument("--no-ceilings", action="store_true", help="only the stack and overload")
@@ -109,6 +111,10 @@ async def _run(args: argparse.Namespace, target: Target, stamp: str) -> list[Row
     profile = None if args.no_profile else RESULTS / "profiles" / f"orders-{stamp}"
     async with generator.session() as client:
         send = runs.checkout_sender(client, target.url("orders"), shoppers, cat)
+        # Not measured: fills the pools, caches and consumers of a freshly started stack,
+        # whose first seconds would otherwise count against the first rate.
+        print(f"warming up: {args.warmup_s:.0f} s at {rates[0]:.0f}/s", flush=True)
+        await generator.run_step(send, rate=rates[0], duration_s=args.warmup_s)
         measured = await runs.stack_steps(target, send, rates, step_s=args.step_s,
                                           profile_to=profile)
         rows = [row for row, _ in measured]

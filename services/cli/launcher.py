@@ -67,9 +67,15 @@ def service_env(
     key_file: Path,
     base_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The complete environment of `python -m services.<name>` (base: os.environ)."""
+    """The complete environment of `python -m services.<name>` (base: os.environ).
+
+    The service's own settings (`ORDERS_MAX_CHECKOUTS_IN_FLIGHT=10 make run`) come
+    through too, except those the launcher sets: where it listens and what it connects to.
+    """
     base = os.environ if base_env is None else base_env
-    env = {k: v for k, v in base.items() if k in PASSTHROUGH or k.startswith("OTEL_")}
+    own = f"{name.upper()}_"
+    env = {k: v for k, v in base.items()
+           if k in PASSTHROUGH or k.startswith("OTEL_") or k.startswith(own)}
     # One OTEL_SERVICE_NAME for four processes would merge their traces; name each.
     env |= {"PYTHONUNBUFFERED": "1", "OTEL_SERVICE_NAME": name}
     x = name.upper()

@@ -75,10 +75,11 @@ async def _ceilings(target: Target, cat: pools.Catalog, step_s: float,
                 hello = await runs.find_ceiling(
                     "hello", generator.http_sender(client, "GET", f"{url}/hello"),
                     start=250, step_s=step_s)
-            browse_url = f"{target.url('orders')}/v1/products?limit=20&in_stock=true"
+            async with client.get(f"{target.url('orders')}/v1/categories") as answer:
+                categories = [c["name"] for c in (await answer.json())["items"]]
             browse = await runs.find_ceiling(
-                "browse", generator.http_sender(client, "GET", browse_url), start=50,
-                step_s=step_s)
+                "browse", runs.browse_sender(client, target.url("orders"), categories,
+                                             cat.words), start=50, step_s=step_s)
     finally:
         await ceilings.drop_db(target.admin_dsn)
     for kind, found in (("monolith", mono), ("hello", hello), ("browse", browse)):

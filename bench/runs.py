@@ -47,6 +47,22 @@ def checkout_sender(client: aiohttp.ClientSession, orders_url: str,
                                  body=body, headers=headers)
 
 
+def browse_sender(client: aiohttp.ClientSession, orders_url: str, categories: list[str],
+                  words: list[str]) -> Send:
+    """GET /v1/products as a midnight crowd browses: the front page, each category's first
+    page in stock, and searches for title words, in turn (a page each request)."""
+    base = f"{orders_url}/v1/products?limit=20&in_stock=true"
+    urls = [base, *(f"{base}&category={c}" for c in categories),
+            *(f"{base}&q={w}" for w in words[:40])]
+
+    async def send(i: int) -> tuple[int, bool]:
+        async with client.get(urls[i % len(urls)]) as response:
+            await response.read()
+            return response.status, "Retry-After" in response.headers
+
+    return send
+
+
 def monolith_sender(client: aiohttp.ClientSession, url: str) -> Send:
     skus = [str(uuid.UUID(hashlib.md5(f"s{n}".encode()).hexdigest())) for n in range(1, 1001)]
     members = [str(uuid.uuid4()) for _ in range(200)]

@@ -19,8 +19,9 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"cache-control", b"no-store"),
 ]
+# Unless the endpoint says otherwise (public listings), nothing may be stored by caches.
+_NO_STORE = (b"cache-control", b"no-store")
 _UNCOUNTED = {"/healthz", "/readyz", "/metrics"}
 
 
@@ -58,6 +59,8 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)
                 trace_id = telemetry.current_trace_id()
                 if trace_id:  # lets a client quote the trace when it reports a problem
                     headers.append((b"x-trace-id", trace_id.encode()))

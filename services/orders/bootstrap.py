@@ -18,6 +18,7 @@ from services.orders import api, handlers, recovery
 from services.orders.admission import Admission
 from services.orders.clients import MembershipClient, PaymentsClient
 from services.orders.context import Context
+from services.orders.page_cache import PageCache
 from services.orders.settings import OrdersSettings
 
 
@@ -57,6 +58,7 @@ async def start(settings: OrdersSettings) -> Service:
             burst=settings.member_checkout_burst, per_s=settings.member_checkout_per_s,
             hot_limit=settings.hot_sku_max_in_flight, sold_out_s=settings.sold_out_cache_s,
             max_checkouts=settings.max_checkouts_in_flight),
+        listings=PageCache(settings.listing_cache_s),
     )
     app = web.create_app(
         title="Orders",

@@ -9,6 +9,7 @@ import asyncpg
 from services.common.auth import JwksVerifier
 from services.orders.admission import Admission
 from services.orders.clients import MembershipClient, PaymentsClient
+from services.orders.page_cache import PageCache
 from services.orders.settings import OrdersSettings
 
 
@@ -20,3 +21,4 @@ class Context:
     membership: MembershipClient
     verifier: JwksVerifier
     admission: Admission
+    listings: PageCache

@@ -40,6 +40,9 @@ class OrdersSettings(ServiceSettings):
     # capacity (12 did not, 8 shed some at 80 % of it). Keep the hot-SKU limit below it,
     # so a flash-sale crowd is told 429 (per SKU) rather than 503.
     max_checkouts_in_flight: int = Field(default=10, ge=1)
+    # Storefront listings (GET /v1/products, /v1/categories) are answered from memory this
+    # long (single flight per distinct page); 0 turns it off. Product detail is never cached.
+    listing_cache_s: float = Field(default=1.0, ge=0, le=60)
     # After an out-of-stock answer, further buyers of that SKU get 409 from memory this long.
     sold_out_cache_s: float = Field(default=1.0, ge=0)
     # Per-member checkout rate: a token bucket of `burst` refilled at `per_s` a second.

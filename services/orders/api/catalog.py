@@ -7,12 +7,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
+import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from services.common.errors import not_found, problems, validation_error
 from services.orders.api.deps import Ctx, decode_cursor, encode_cursor
 from services.orders.api.schemas import Categories, Product, ProductPage
+from services.orders.context import Context
 from services.orders.store import catalog, products
 from services.orders.views import json_response, money
 
@@ -80,14 +82,25 @@ async def list_products(
     f = catalog.ProductFilter(q=q, category=category, merchant_id=merchant_id,
                               min_price=min_price, max_price=max_price, in_stock=in_stock)
     after = page_key(cursor, searching)
-    async with ctx.pool.acquire() as conn:
-        rows = await catalog.list_products(conn, f=f, after=after, limit=limit)
-        page, more = rows[:limit], len(rows) > limit
-        skus = await catalog.skus_of(conn, [r["id"] for r in page])
-    return json_response({
-        "items": [product_json(r, skus[r["id"]]) for r in page],
-        "next_cursor": next_cursor(page[-1], searching) if more else None,
-    })
+
+    async def compute() -> bytes:
+        async with ctx.pool.acquire() as conn:
+            rows = await catalog.list_products(conn, f=f, after=after, limit=limit)
+            page, more = rows[:limit], len(rows) > limit
+            skus = await catalog.skus_of(conn, [r["id"] for r in page])
+        return orjson.dumps({
+            "items": [product_json(r, skus[r["id"]]) for r in page],
+            "next_cursor": next_cursor(page[-1], searching) if more else None,
+        })
+
+    key = ("products", f, limit, cursor)
+    return _listing(ctx, await ctx.listings.get(key, compute))
+
+
+def _listing(ctx: Context, body: bytes) -> Response:
+    """A listing that may be reused for as long as the server itself reuses it."""
+    return Response(body, media_type="application/json",
+                    headers={"Cache-Control": f"public, max-age={ctx.listings.max_age}"})
 
 
 @router.get("/products/{product_id}", response_model=Product, responses=problems(404),
@@ -103,7 +116,10 @@ async def get_product(ctx: Ctx, product_id: uuid.UUID) -> Response:
 
 @router.get("/categories", response_model=Categories, summary="Categories with product counts")
 async def list_categories(ctx: Ctx) -> Response:
-    async with ctx.pool.acquire() as conn:
-        rows = await products.categories(conn)
-    return json_response({"items": [{"name": r["name"], "product_count": r["product_count"]}
-                                    for r in rows]})
+    async def compute() -> bytes:
+        async with ctx.pool.acquire() as conn:
+            rows = await products.categories(conn)
+        return orjson.dumps({"items": [{"name": r["name"], "product_count": r["product_count"]}
+                                       for r in rows]})
+
+    return _listing(ctx, await ctx.listings.get(("categories",), compute))

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from tests.helpers import eventually
 from tests.integration.orders import factories as f
 from tests.integration.orders.harness import ADMIN_KEY, Stack
 
@@ -95,6 +96,36 @@ async def test_a_product_shows_its_skus_with_prices_and_stock(services: Stack) -
                              "stock_available": 4}]
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_listings_are_shared_for_a_second_and_detail_is_always_fresh(
+    services: Stack,
+) -> None:
+    await services.start_orders()
+    assert services.orders is not None
+    conn = await services.sql()
+    try:
+        merchant = await f.merchant(conn)
+        await f.product(conn, merchant, title="Silk Scarf", skus=[(9_900, 3)])
+        first = await services.orders.get("/v1/products", params={"merchant_id": str(merchant)})
+        # A product added now is in the listing once its page expires, at once in detail.
+        later = await f.product(conn, merchant, title="Silk Gloves", skus=[(5_900, 2)])
+    finally:
+        await conn.close()
+    again = await services.orders.get("/v1/products", params={"merchant_id": str(merchant)})
+    detail = await services.orders.get(f"/v1/products/{later[0].product_id}")
+
+    assert first.headers["cache-control"] == "public, max-age=1"
+    assert again.content == first.content  # the same page, from memory
+    assert detail.status_code == 200 and detail.headers["cache-control"] == "no-store"
+
+    async def titles() -> list[str]:
+        assert services.orders is not None
+        page = await services.orders.get("/v1/products", params={"merchant_id": str(merchant)})
+        return sorted(p["title"] for p in page.json()["items"])
+
+    assert await eventually(titles, until=lambda t: len(t) == 2, what="the new product listed",
+                            timeout_s=10) == ["Silk Gloves", "Silk Scarf"]
 
 
 async def test_bad_query_parameters_name_their_field(services: Stack) -> None:

@@ -1,0 +1,92 @@
+"""The storefront's listing cache: fresh for its TTL, one computation per page at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.orders.page_cache import PageCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_page_is_reused_within_its_ttl_and_computed_again_after() -> None:
+    clock, calls = Clock(), []
+
+    async def compute() -> bytes:
+        calls.append(clock.now)
+        return f"page {len(calls)}".encode()
+
+    cache = PageCache(ttl_s=1.0, clock=clock)
+    first = await cache.get("k", compute)
+    clock.now += 0.9
+    assert await cache.get("k", compute) == first
+    assert await cache.get("other", compute) != first  # another key is its own page
+    clock.now += 0.2
+    assert await cache.get("k", compute) == b"page 3"
+    assert len(calls) == 3 and (cache.hits, cache.misses) == (1, 3)
+
+
+async def test_concurrent_misses_share_one_computation() -> None:
+    release, calls = asyncio.Event(), 0
+
+    async def compute() -> bytes:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return b"page"
+
+    cache = PageCache(ttl_s=1.0)
+    waiting = [asyncio.create_task(cache.get("k", compute)) for _ in range(50)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == [b"page"] * 50
+    assert calls == 1
+
+
+async def test_a_failure_reaches_every_waiter_and_is_not_remembered() -> None:
+    release, attempts = asyncio.Event(), 0
+
+    async def failing() -> bytes:
+        nonlocal attempts
+        attempts += 1
+        await release.wait()
+        raise ConnectionError("database restarting")
+
+    cache = PageCache(ttl_s=1.0)
+    waiting = [asyncio.create_task(cache.get("k", failing)) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results) and attempts == 1
+
+    async def fine() -> bytes:
+        return b"page"
+
+    assert await cache.get("k", fine) == b"page"
+
+
+async def test_a_ttl_of_zero_computes_every_time() -> None:
+    calls = 0
+
+    async def compute() -> bytes:
+        nonlocal calls
+        calls += 1
+        return b"page"
+
+    cache = PageCache(ttl_s=0)
+    for _ in range(3):
+        await cache.get("k", compute)
+    assert calls == 3 and cache.max_age == 0
+
+
+@pytest.mark.parametrize("ttl, age", [(1.0, 1), (2.5, 2), (0.5, 0)])
+def test_clients_may_reuse_a_page_for_whole_seconds_of_the_ttl(ttl: float, age: int) -> None:
+    assert PageCache(ttl_s=ttl).max_age == age

@@ -96,7 +96,9 @@ def setup_tracing(service: str) -> TracerProvider:
 def instrument_app(app: Any) -> None:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    # One server span per request; the per-message send/receive spans say nothing more.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics",
+                                       exclude_spans=["receive", "send"])
 
 
 def grpc_server_interceptor() -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from grpc import aio
+from starlette.middleware import Middleware
 
 from services.common import grpcutil, inbox, runtime, web
 from services.common.auth import JwksVerifier
@@ -18,7 +19,7 @@ from services.orders import api, handlers, recovery
 from services.orders.admission import Admission
 from services.orders.clients import MembershipClient, PaymentsClient
 from services.orders.context import Context
-from services.orders.page_cache import PageCache
+from services.orders.page_cache import ListingFastPath, PageCache
 from services.orders.settings import OrdersSettings
 
 
@@ -68,6 +69,9 @@ async def start(settings: OrdersSettings) -> Service:
     )
     app.state.ctx = context
     app.include_router(api.router())
+    # Innermost (inside the service middleware: security headers, metrics, trace id).
+    app.user_middleware.append(Middleware(
+        ListingFastPath, cache=context.listings, paths=("/v1/products", "/v1/categories")))
     infra.consumers.append(inbox.Consumer(
         pool=infra.pool, bus=infra.bus, name="orders-payments", stream="PAYMENTS",
         subjects=["payments.payment.refunded"], handler=handlers.on_payment_refunded,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.orders.page_cache import PageCache
+from services.orders.page_cache import ListingFastPath, PageCache, listing_key
 
 
 class Clock:
@@ -90,3 +90,46 @@ async def test_a_ttl_of_zero_computes_every_time() -> None:
 @pytest.mark.parametrize("ttl, age", [(1.0, 1), (2.5, 2), (0.5, 0)])
 def test_clients_may_reuse_a_page_for_whole_seconds_of_the_ttl(ttl: float, age: int) -> None:
     assert PageCache(ttl_s=ttl).max_age == age
+
+
+def test_a_page_is_one_key_however_its_parameters_are_ordered() -> None:
+    assert (listing_key("/v1/products", b"limit=20&category=home")
+            == listing_key("/v1/products", b"category=home&limit=20"))
+    assert (listing_key("/v1/products", b"category=home")
+            != listing_key("/v1/products", b"category=home&in_stock=true"))
+    assert listing_key("/v1/products", b"") != listing_key("/v1/categories", b"")
+
+
+async def test_the_fast_path_answers_only_fresh_pages_and_passes_the_rest_through() -> None:
+    clock = Clock()
+    cache = PageCache(ttl_s=1.0, clock=clock)
+    passed: list[str] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        passed.append(scope["path"])
+
+    fast = ListingFastPath(app, cache, paths=("/v1/products",))
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    def scope(path: str, query: bytes = b"", method: str = "GET") -> dict:
+        return {"type": "http", "method": method, "path": path, "query_string": query}
+
+    await fast(scope("/v1/products", b"limit=5"), None, send)  # not cached yet
+
+    async def page() -> bytes:
+        return b'{"items": []}'
+
+    await cache.get(listing_key("/v1/products", b"limit=5"), page)
+    await fast(scope("/v1/products", b"limit=5"), None, send)  # answered here
+    await fast(scope("/v1/products", b"limit=5", method="POST"), None, send)
+    await fast(scope("/v1/orders"), None, send)
+    clock.now += 2
+    await fast(scope("/v1/products", b"limit=5"), None, send)  # expired
+
+    assert passed == ["/v1/products", "/v1/products", "/v1/orders", "/v1/products"]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[1]["body"] == b'{"items": []}'
+    assert (b"cache-control", b"public, max-age=1") in sent[0]["headers"]

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from services.common.errors import not_found, problems, validation_error
 from services.orders.api.deps import Ctx, decode_cursor, encode_cursor
 from services.orders.api.schemas import Categories, Product, ProductPage
 from services.orders.context import Context
+from services.orders.page_cache import listing_key
 from services.orders.store import catalog, products
 from services.orders.views import json_response, money
 
@@ -66,6 +67,7 @@ def next_cursor(row: asyncpg.Record, searching: bool) -> str:
 @router.get("/products", response_model=ProductPage, summary="Search and filter products")
 async def list_products(
     ctx: Ctx,
+    request: Request,
     q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     merchant_id: uuid.UUID | None = None,
@@ -93,7 +95,7 @@ async def list_products(
             "next_cursor": next_cursor(page[-1], searching) if more else None,
         })
 
-    key = ("products", f, limit, cursor)
+    key = listing_key(request.url.path, request.scope["query_string"])
     return _listing(ctx, await ctx.listings.get(key, compute))
 
 
@@ -115,11 +117,12 @@ async def get_product(ctx: Ctx, product_id: uuid.UUID) -> Response:
 
 
 @router.get("/categories", response_model=Categories, summary="Categories with product counts")
-async def list_categories(ctx: Ctx) -> Response:
+async def list_categories(ctx: Ctx, request: Request) -> Response:
     async def compute() -> bytes:
         async with ctx.pool.acquire() as conn:
             rows = await products.categories(conn)
         return orjson.dumps({"items": [{"name": r["name"], "product_count": r["product_count"]}
                                        for r in rows]})
 
-    return _listing(ctx, await ctx.listings.get(("categories",), compute))
+    key = listing_key(request.url.path, request.scope["query_string"])
+    return _listing(ctx, await ctx.listings.get(key, compute))

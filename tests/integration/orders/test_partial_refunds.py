@@ -18,12 +18,17 @@ PRICE, QUANTITY = 4_500, 2
 TOTAL = PRICE * QUANTITY
 
 
-async def _confirmed_order(stack: Stack, member: dict[str, str]) -> tuple[f.SkuRow, dict]:
+async def _sku(stack: Stack) -> f.SkuRow:
+    """A SKU priced PRICE with 10 units, of a new merchant."""
     conn = await stack.sql()
     try:
-        sku = (await f.product(conn, await f.merchant(conn), skus=[(PRICE, 10)]))[0]
+        return (await f.product(conn, await f.merchant(conn), skus=[(PRICE, 10)]))[0]
     finally:
         await conn.close()
+
+
+async def _confirmed_order(stack: Stack, member: dict[str, str]) -> tuple[f.SkuRow, dict]:
+    sku = await _sku(stack)
     assert stack.orders is not None
     placed = await stack.orders.post(
         "/v1/orders", json=f.order_body((sku.id, QUANTITY)),
@@ -201,11 +206,7 @@ async def test_a_refund_of_a_paid_order_not_yet_confirmed_lands_once_it_is(
     await services.start_orders(fault_hold_at="after_authorize", fault_hold_s=3.0,
                                 recovery_grace_s=30.0)
     member = await services.member()
-    conn = await services.sql()
-    try:
-        sku = (await f.product(conn, await f.merchant(conn), skus=[(PRICE, 10)]))[0]
-    finally:
-        await conn.close()
+    sku = await _sku(services)
     assert services.orders is not None
     placing = asyncio.create_task(services.orders.post(
         "/v1/orders", json=f.order_body((sku.id, QUANTITY)),

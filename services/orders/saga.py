@@ -55,7 +55,11 @@ async def place_order(
 ) -> Reply:
     """Answer a checkout, or replay the answer already given for this key."""
     ctx.admission.check_member(member.id)
-    items = request.items or await _cart_items(ctx, member)
+    try:
+        items = request.items or await _cart_items(ctx, member)
+    except Problem as refusal:  # e.g. the cart this key's first checkout emptied
+        return await _earlier_answer(ctx, member, idempotency_key, request.fingerprint(),
+                                     refusal=refusal)
     skus = await _skus_unless_known(ctx, [sku for sku, _ in items])
     hot = [sku for sku, _ in items if ctx.admission.hot.get(sku)]
     short = ctx.admission.known_short(items)
@@ -87,14 +91,11 @@ async def _checkout(
                                 key=idempotency_key, request_hash=request_hash)
         except _KeyHeld as held:
             return _replay(held.row, request_hash)
-        except Problem:
+        except Problem as refusal:
             # Refused now (stock, points, SKUs changed since): a retry still gets its first
             # answer. Nothing was written under the key, so nothing needs undoing.
-            async with ctx.pool.acquire() as conn:
-                row = await idempotency.lookup(conn, member_id=member.id, key=idempotency_key)
-            if row is not None:
-                return _replay(row, request_hash)
-            raise
+            return await _earlier_answer(ctx, member, idempotency_key, request_hash,
+                                         refusal=refusal)
         await faults.point(ctx.settings, "after_reserve")
         try:
             order = await settle.drive(ctx, order, ask_first=False)
@@ -104,6 +105,17 @@ async def _checkout(
         if order.status == OrderStatus.CONFIRMED:
             await faults.point(ctx.settings, "after_confirm")
     return views.checkout_reply(order)
+
+
+async def _earlier_answer(
+    ctx: Context, member: Member, key: str, request_hash: str, *, refusal: Problem
+) -> Reply:
+    """The answer recorded under the key, else `refusal` (a request refused now)."""
+    async with ctx.pool.acquire() as conn:
+        row = await idempotency.lookup(conn, member_id=member.id, key=key)
+    if row is None:
+        raise refusal
+    return _replay(row, request_hash)
 
 
 async def _cart_items(ctx: Context, member: Member) -> tuple[tuple[uuid.UUID, int], ...]:

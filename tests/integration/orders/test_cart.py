@@ -37,6 +37,11 @@ async def test_a_cart_checkout_confirms_and_empties_the_cart(full: Stack) -> Non
     assert placed.status_code == 201, placed.text
     assert placed.json()["subtotal"]["amount"] == 2 * 1_200 + 800
     assert (await orders.get("/v1/cart/items", headers=auth)).json() == {"items": []}
+    # The cart is empty now, yet a retry with the key is answered as the first time.
+    replay = await orders.post("/v1/orders", json={"from_cart": True,
+                                                   "payment": {"token": "tok_visa"}},
+                               headers=auth | {"Idempotency-Key": "cart-1"})
+    assert (replay.status_code, replay.content) == (201, placed.content)
 
 
 async def test_cart_lines_change_and_go_and_bad_checkouts_name_their_field(full: Stack) -> None:

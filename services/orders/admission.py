@@ -92,6 +92,10 @@ class Recent:
             return None
         return hit[0]
 
+    def forget(self, skus: Iterable[uuid.UUID]) -> None:
+        for sku in skus:
+            self._values.pop(sku, None)
+
     def put(self, sku: uuid.UUID, value: int) -> None:
         if len(self._values) >= _MAX_KEYS:
             self._values.clear()

@@ -201,7 +201,10 @@ async def _open(
         except StaleHotness:
             if attempt == 2:
                 raise
-            hot = None  # a SKU was (un)bucketed since it was remembered: look it up
+            # A SKU was (un)bucketed since it was remembered (by another replica): look it
+            # up now, and let the next checkout read it afresh too.
+            hot = None
+            ctx.admission.hot.forget(line.sku_id for line in order.lines)
     raise AssertionError("unreachable")
 
 

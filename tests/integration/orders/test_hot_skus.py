@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from services.orders.store import stock
 from tests.helpers import eventually
 from tests.integration.orders import factories as f
 from tests.integration.orders.harness import Stack
@@ -85,6 +86,51 @@ async def test_restock_spreads_over_buckets_and_a_cold_product_gathers_them(full
     assert cooled.json()["hot"] is False
     assert gathered["buckets"] == [] and not gathered["bucketed"] and gathered["stock"] == 10
     assert (await checkout(full, member, sku["id"], quantity=10)).status_code == 201
+
+
+async def test_a_sku_made_hot_while_remembered_cold_still_sells_from_its_buckets(
+    full: Stack,
+) -> None:
+    """Each orders process remembers for a few seconds whether a SKU is bucketed; when
+    another replica changes that, a checkout here finds its memory out of date, rolls back
+    and retries with the truth: never a false 409, never stock taken from the wrong rows."""
+    assert full.orders is not None
+    merchant = await new_merchant(full.orders)
+    made = await full.orders.post("/v1/merchant/products", headers=key(merchant), json=(
+        product_body(skus=[{"attributes": {"edition": "late"}, "stock": 10,
+                            "price": {"amount": 4_900, "currency": "CNY"}}])))
+    assert made.status_code == 201, made.text
+    sku_id = made.json()["skus"][0]["id"]
+    member = await full.member()
+    assert (await checkout(full, member, sku_id)).status_code == 201  # remembered: cold
+
+    conn = await full.sql()  # made hot by another replica: this process is not told
+    try:
+        async with conn.transaction():
+            await stock.set_bucketed(conn, uuid.UUID(sku_id), buckets=8)
+    finally:
+        await conn.close()
+    second = await checkout(full, member, sku_id, quantity=2)
+
+    assert second.status_code == 201, second.text
+    after = await counters(full, sku_id)
+    assert after["bucketed"] and sum(after["buckets"]) == after["stock"] == 7
+    assert (after["held"], after["sold"]) == (0, 3)
+
+    # Read afresh (the stale memory was dropped): remembered hot now.
+    assert (await checkout(full, member, sku_id)).status_code == 201
+    conn = await full.sql()  # and cold again, elsewhere
+    try:
+        async with conn.transaction():
+            await stock.set_bucketed(conn, uuid.UUID(sku_id), buckets=0)
+    finally:
+        await conn.close()
+    third = await checkout(full, member, sku_id, quantity=6)
+
+    assert third.status_code == 201, third.text
+    final = await counters(full, sku_id)
+    assert (final["bucketed"], final["buckets"], final["stock"], final["sold"]) == (
+        False, [], 0, 10)
 
 
 async def test_a_hot_sku_admits_a_bounded_crowd_and_says_retry_after(

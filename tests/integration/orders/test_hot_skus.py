@@ -88,6 +88,16 @@ async def test_restock_spreads_over_buckets_and_a_cold_product_gathers_them(full
     assert (await checkout(full, member, sku["id"], quantity=10)).status_code == 201
 
 
+async def bucket_elsewhere(stack: Stack, sku_id: str, *, buckets: int) -> None:
+    """(Un)bucket the SKU as another orders replica would: this process is not told."""
+    conn = await stack.sql()
+    try:
+        async with conn.transaction():
+            await stock.set_bucketed(conn, uuid.UUID(sku_id), buckets=buckets)
+    finally:
+        await conn.close()
+
+
 async def test_a_sku_made_hot_while_remembered_cold_still_sells_from_its_buckets(
     full: Stack,
 ) -> None:
@@ -104,12 +114,7 @@ async def test_a_sku_made_hot_while_remembered_cold_still_sells_from_its_buckets
     member = await full.member()
     assert (await checkout(full, member, sku_id)).status_code == 201  # remembered: cold
 
-    conn = await full.sql()  # made hot by another replica: this process is not told
-    try:
-        async with conn.transaction():
-            await stock.set_bucketed(conn, uuid.UUID(sku_id), buckets=8)
-    finally:
-        await conn.close()
+    await bucket_elsewhere(full, sku_id, buckets=8)  # made hot by another replica
     second = await checkout(full, member, sku_id, quantity=2)
 
     assert second.status_code == 201, second.text
@@ -119,12 +124,7 @@ async def test_a_sku_made_hot_while_remembered_cold_still_sells_from_its_buckets
 
     # Read afresh (the stale memory was dropped): remembered hot now.
     assert (await checkout(full, member, sku_id)).status_code == 201
-    conn = await full.sql()  # and cold again, elsewhere
-    try:
-        async with conn.transaction():
-            await stock.set_bucketed(conn, uuid.UUID(sku_id), buckets=0)
-    finally:
-        await conn.close()
+    await bucket_elsewhere(full, sku_id, buckets=0)  # and cold again, elsewhere
     third = await checkout(full, member, sku_id, quantity=6)
 
     assert third.status_code == 201, third.text

@@ -36,10 +36,9 @@ class PageCache:
         now. A failure is not remembered: the next request tries again."""
         if self.ttl_s <= 0:
             return await compute()
-        hit = self._entries.get(key)
-        if hit is not None and hit[1] > self.clock():
-            self.hits += 1
-            return hit[0]
+        body = self.peek(key)
+        if body is not None:
+            return body
         pending = self._computing.get(key)
         if pending is not None:
             self.hits += 1

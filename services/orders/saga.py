@@ -63,8 +63,9 @@ async def place_order(
     skus = await _skus_unless_known(ctx, [sku for sku, _ in items])
     hot = [sku for sku, _ in items if ctx.admission.hot.get(sku)]
     short = ctx.admission.known_short(items)
-    if short is not None and not await _key_known(ctx, member, idempotency_key):
-        raise _out_of_stock(short)
+    if short is not None:  # sold out a moment ago; a retry of an earlier checkout replays
+        return await _earlier_answer(ctx, member, idempotency_key, request.fingerprint(),
+                                     refusal=_out_of_stock(short))
     # The per-SKU gate first: a flash-sale crowd gets its 429 before any general shedding.
     with ctx.admission.hot_gate.admit(hot), ctx.admission.checkouts.enter():
         return await _checkout(ctx, member=member, request=request, items=items, skus=skus,
@@ -142,12 +143,6 @@ async def _skus_unless_known(ctx: Context, sku_ids: list[uuid.UUID]) -> _Skus | 
     for sku_id, row in skus.items():
         ctx.admission.hot.put(sku_id, int(row["bucketed"]))
     return skus
-
-
-async def _key_known(ctx: Context, member: Member, key: str) -> bool:
-    """A replay must get its first answer even when the SKU has sold out since."""
-    async with ctx.pool.acquire() as conn:
-        return await idempotency.exists(conn, member_id=member.id, key=key)
 
 
 def _out_of_stock(sku_id: uuid.UUID, quantity: int | None = None) -> Problem:

@@ -68,10 +68,3 @@ async def purge_expired(conn: asyncpg.Connection, *, limit: int = 1000) -> int:
         limit,
     )
     return int(result.split()[-1])
-
-
-async def exists(conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str) -> bool:
-    """Whether the member has a live record under this key (a look-up, no claim)."""
-    return bool(await conn.fetchval(
-        "SELECT true FROM idempotency_keys WHERE member_id = $1 AND key = $2 "
-        "AND expires_at >= now()", member_id, key))

@@ -108,12 +108,12 @@ class StatementCounter:
         """{role: statements per order} plus `commits` (all roles); {} when unavailable."""
         if not self.available or confirmed <= 0:
             return {}
+        roles = ", ".join(f"'{name}'" for name in SERVICES)  # the service roles' names
         rows = await self._query(
             "SELECT r.rolname AS role, sum(s.calls)::bigint AS calls, "
             "sum(s.calls) FILTER (WHERE s.query ILIKE 'commit%')::bigint AS commits "
             "FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
-            "WHERE r.rolname = ANY($1::text[]) GROUP BY r.rolname".replace(
-                "$1::text[]", "ARRAY['orders','payments','membership','analytics']"))
+            f"WHERE r.rolname IN ({roles}) GROUP BY r.rolname")
         out = {r["role"]: r["calls"] / confirmed for r in rows}
         out["commits"] = sum((r["commits"] or 0) for r in rows) / confirmed
         return out

@@ -18,6 +18,7 @@ from services.cli.launcher import HTTP_OFFSET, launcher_running
 from services.cli.stack import DataPaths, read_state, repo_root
 
 READY_WITHIN_S = 240.0
+RUNNING_LINE = b"marketplace is running"  # printed by `marketplace up` once seeded
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def _start_up(data: DataPaths, port_base: int, log_name: str) -> subprocess.Pope
     log_file: Path = data.logs / f"{log_name}.log"
     print(f"starting the stack: marketplace up --port-base {port_base} (log: {log_file})")
     with log_file.open("ab") as out:
+        start = out.tell()  # the log is appended to: only this run's lines count
         proc = subprocess.Popen(
             [str(repo_root() / ".venv" / "bin" / "marketplace"), "up",
              "--port-base", str(port_base)],
@@ -94,7 +96,9 @@ def _start_up(data: DataPaths, port_base: int, log_name: str) -> subprocess.Pope
             env=dict(os.environ), start_new_session=True,
         )
     deadline = time.monotonic() + READY_WITHIN_S
-    while not all_ready(port_base):
+    # The services answer /readyz before the launcher has seeded a fresh catalog: wait for
+    # the line it prints once everything, the seed included, is done.
+    while not (_says_running(log_file, start) and all_ready(port_base)):
         if proc.poll() is not None:
             raise SystemExit(f"marketplace up exited with {proc.returncode}; see {log_file}")
         if time.monotonic() > deadline:
@@ -104,6 +108,12 @@ def _start_up(data: DataPaths, port_base: int, log_name: str) -> subprocess.Pope
         time.sleep(1.0)
     print("stack ready")
     return proc
+
+
+def _says_running(log_file: Path, start: int) -> bool:
+    with log_file.open("rb") as log:
+        log.seek(start)
+        return RUNNING_LINE in log.read()
 
 
 def _stop_up(proc: subprocess.Popen[bytes]) -> None:

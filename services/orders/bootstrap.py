@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from grpc import aio
-from starlette.middleware import Middleware
 
 from services.common import grpcutil, inbox, runtime, web
 from services.common.auth import JwksVerifier
@@ -69,9 +68,8 @@ async def start(settings: OrdersSettings) -> Service:
     )
     app.state.ctx = context
     app.include_router(api.router())
-    # Innermost (inside the service middleware: security headers, metrics, trace id).
-    app.user_middleware.append(Middleware(
-        ListingFastPath, cache=context.listings, paths=("/v1/products", "/v1/categories")))
+    web.wrap_outermost(app, lambda stack: ListingFastPath(
+        stack, context.listings, paths=("/v1/products", "/v1/categories")))
     infra.consumers.append(inbox.Consumer(
         pool=infra.pool, bus=infra.bus, name="orders-payments", stream="PAYMENTS",
         subjects=["payments.payment.refunded"], handler=handlers.on_payment_refunded,

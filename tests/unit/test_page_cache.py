@@ -133,3 +133,33 @@ async def test_the_fast_path_answers_only_fresh_pages_and_passes_the_rest_throug
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[1]["body"] == b'{"items": []}'
     assert (b"cache-control", b"public, max-age=1") in sent[0]["headers"]
+    assert (b"x-content-type-options", b"nosniff") in sent[0]["headers"]
+
+
+async def test_an_expired_page_is_served_while_one_request_recomputes_it() -> None:
+    clock, release = Clock(), asyncio.Event()
+    cache = PageCache(ttl_s=1.0, clock=clock)
+
+    async def first() -> bytes:
+        return b"old"
+
+    async def slow() -> bytes:
+        await release.wait()
+        return b"new"
+
+    await cache.get("k", first)
+    clock.now += 1.5  # expired: nobody refreshes it yet, so the next request must
+    assert cache.peek("k") is None
+    refresher = asyncio.create_task(cache.get("k", slow))
+    await asyncio.sleep(0)
+    # The crowd meanwhile gets the page being replaced, at once, from both entry points.
+    assert cache.peek("k") == b"old"
+    assert await cache.get("k", slow) == b"old"
+    clock.now += 0.6  # more than a TTL past expiry: too old to serve, wait for the query
+    assert cache.peek("k") is None
+    waiter = asyncio.create_task(cache.get("k", slow))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    release.set()
+    assert await refresher == b"new" and await waiter == b"new"
+    assert cache.peek("k") == b"new"

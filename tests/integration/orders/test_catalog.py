@@ -98,6 +98,15 @@ async def test_a_product_shows_its_skus_with_prices_and_stock(services: Stack) -
     assert missing.headers["content-type"] == "application/problem+json"
 
 
+async def _listings_counted(services: Stack) -> float:
+    """`GET /v1/products` answered 200, as /metrics counts them."""
+    assert services.orders is not None
+    text = (await services.orders.get("/metrics")).text
+    line = 'http_requests_total{method="GET",route="/v1/products",status="200"} '
+    return sum(float(row.removeprefix(line)) for row in text.splitlines()
+               if row.startswith(line))
+
+
 async def test_listings_are_shared_for_a_second_and_detail_is_always_fresh(
     services: Stack,
 ) -> None:
@@ -112,11 +121,17 @@ async def test_listings_are_shared_for_a_second_and_detail_is_always_fresh(
         later = await f.product(conn, merchant, title="Silk Gloves", skus=[(5_900, 2)])
     finally:
         await conn.close()
+    counted = await _listings_counted(services)
     again = await services.orders.get("/v1/products", params={"merchant_id": str(merchant)})
     detail = await services.orders.get(f"/v1/products/{later[0].product_id}")
 
     assert first.headers["cache-control"] == "public, max-age=1"
     assert again.content == first.content  # the same page, from memory
+    # Answered before the service middleware, yet with its headers and in its metrics.
+    assert again.headers["cache-control"] == "public, max-age=1"
+    assert again.headers["x-content-type-options"] == "nosniff"
+    assert again.headers["x-frame-options"] == "DENY"
+    assert await _listings_counted(services) == counted + 1
     assert detail.status_code == 200 and detail.headers["cache-control"] == "no-store"
 
     async def titles() -> list[str]:

@@ -9,6 +9,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,19 +31,34 @@ class Member:
     tier: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    claims: dict[str, Any]
+    kid: str
+    key: Any
+    exp: float
+
+
 class JwksVerifier:
     """Verifies access tokens against membership's JWKS, cached by `kid`.
 
     An unknown `kid` triggers one refetch (key rotation), at most every few seconds,
     so a flood of forged kids cannot turn into a flood of JWKS requests.
+
+    A token that verified is remembered until it expires: a member's every request carries
+    the same token, and the signature check is the costliest part of most requests. A
+    remembered token is still refused once its key is retired or replaced, and after `exp`.
     """
 
-    def __init__(self, jwks_url: str, *, refetch_every_s: float = 5.0) -> None:
+    def __init__(self, jwks_url: str, *, refetch_every_s: float = 5.0,
+                 remember: int = 20_000, clock: Callable[[], float] = time.time) -> None:
         self.jwks_url = jwks_url
         self.refetch_every_s = refetch_every_s
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._remember, self._clock = remember, clock
+        self._verified: dict[str, _Verified] = {}
 
     async def _refresh(self) -> None:
         async with self._lock:
@@ -73,15 +89,25 @@ class JwksVerifier:
         return key
 
     async def verify(self, token: str) -> dict[str, Any]:
+        known = self._verified.get(token)
+        if known is not None:
+            # The key that signed it must still be the one trusted under its kid.
+            if await self.key_for(known.kid) is known.key and self._clock() < known.exp:
+                return known.claims
+            del self._verified[token]
+        return await self._verify(token)
+
+    async def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise unauthorized("malformed token") from exc
         if header.get("alg") != ALGORITHM:
             raise unauthorized(f"token algorithm must be {ALGORITHM}")
-        key = await self.key_for(str(header.get("kid", "")))
+        kid = str(header.get("kid", ""))
+        key = await self.key_for(kid)
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
@@ -89,6 +115,10 @@ class JwksVerifier:
             raise unauthorized("token expired; get a new one with the refresh token") from exc
         except jwt.PyJWTError as exc:
             raise unauthorized(f"invalid token: {exc}") from exc
+        if len(self._verified) >= self._remember:
+            self._verified.clear()  # forgetting only costs a signature check
+        self._verified[token] = _Verified(claims, kid, key, float(claims["exp"]))
+        return claims
 
     async def member(self, authorization: str | None) -> Member:
         """The member behind an `Authorization: Bearer` header, or 401."""

@@ -54,7 +54,6 @@ def _readiness(infra: runtime.Infra) -> web.ReadinessCheck:
             item = detail["consumers"]["items"].get(c.name)
             if item is not None:
                 item["last_event_age_s"] = c.last_event_age(now)
-                item["batch_fallbacks"] = c.fallbacks_total
         return detail
 
     return check
@@ -67,7 +66,6 @@ async def _refresh_gauges(infra: runtime.Infra) -> None:
             age = c.last_event_age(now)
             if age is not None:
                 metrics.LAST_EVENT_AGE.labels(c.name).set(age)
-            metrics.BATCH_FALLBACKS.labels(c.name).set(c.fallbacks_total)
         await asyncio.sleep(1)
 
 

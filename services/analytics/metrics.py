@@ -16,8 +16,3 @@ LAST_EVENT_AGE = Gauge(
     "or stuck, so read it beside consumer_lag_messages",
     ["consumer"],
 )
-BATCH_FALLBACKS = Gauge(
-    "analytics_batch_fallbacks_total",
-    "Batches that failed as a whole and were applied again event by event",
-    ["consumer"],
-)

@@ -8,6 +8,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 import nats.errors
@@ -21,6 +22,10 @@ from services.common.events import Event
 
 log = logging.getLogger(__name__)
 
+# A handler runs inside the consumer's transaction. It must let every error propagate: with
+# no savepoint of its own, one it swallowed after a failed statement would leave the
+# transaction aborted, and Postgres answers the COMMIT of an aborted transaction with a
+# silent ROLLBACK.
 Handler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
 
 
@@ -40,12 +45,59 @@ def to_event(msg: Msg) -> Event:
     )
 
 
+@dataclass
+class Applied:
+    """What one batch did; added to the consumer's totals only once it is committed."""
+
+    applied: list[Event] = field(default_factory=list)
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retry: list[Msg] = field(default_factory=list)  # to be redelivered later (nak)
+
+
+async def claim(
+    conn: asyncpg.Connection, consumer: str, events: Sequence[Event]
+) -> set[uuid.UUID]:
+    """Insert the batch's inbox rows in one statement; the ids not seen before."""
+    # In id order, so that two replicas claiming overlapping batches wait on each other's
+    # rows in the same order instead of deadlocking.
+    ids = sorted({e.id: e.subject for e in events}.items())
+    rows = await conn.fetch(
+        "INSERT INTO inbox (consumer, event_id, subject) "
+        "SELECT $1, * FROM unnest($2::uuid[], $3::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING event_id",
+        consumer, [i for i, _ in ids], [s for _, s in ids],
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def apply_fresh(
+    conn: asyncpg.Connection, consumer: str, events: Sequence[Event], handler: Handler
+) -> Applied:
+    """Claim the batch, then run `handler` on each new event in order, in the caller's
+    transaction: the effects and the inbox rows commit together or not at all."""
+    fresh = await claim(conn, consumer, events)
+    done = Applied()
+    for event in events:
+        if event.id not in fresh:
+            done.duplicates += 1
+            continue
+        fresh.discard(event.id)  # a second copy within the same batch is a duplicate too
+        with telemetry.consumer_span(consumer, event):
+            await handler(conn, event)
+        done.applied.append(event)
+    return done
+
+
 class Consumer:
     """A durable JetStream pull consumer; each fetched batch is one Postgres transaction.
 
-    Every event runs in its own savepoint together with its inbox row, so a duplicate is
-    skipped, a failing event does not undo its neighbours, and acks go out only after
-    the commit. After `max_deliver` failures the event lands in `dead_letter`.
+    A batch is applied optimistically: one statement claims every inbox row, the handler
+    runs for each new event, and nothing else is paid per event. If anything in it fails,
+    the transaction rolls back and the batch is applied again with a savepoint per event,
+    so a duplicate is skipped and a failing event is retried (or, after `max_deliver`
+    failures, dead-lettered) without undoing its neighbours. Acks go out only after the
+    commit.
     """
 
     def __init__(
@@ -71,6 +123,7 @@ class Consumer:
         self.applied_total = 0
         self.duplicates_total = 0
         self.dead_lettered_total = 0
+        self.fallbacks_total = 0  # batches that had to be applied event by event
         self.last_error: str | None = None
         self.last_event_at: float | None = None
 
@@ -125,24 +178,56 @@ class Consumer:
                         extra={"error": str(exc)})
 
     async def apply(self, msgs: list[Msg]) -> None:
-        """Apply one batch in one transaction, then ack or nak each message."""
-        outcome: list[tuple[Msg, str]] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            for msg in msgs:
-                outcome.append((msg, await self._apply_one(conn, msg)))
-        for msg, result in outcome:
-            if result == "retry":
+        """Apply one batch in one transaction, then ack each message (nak the retries)."""
+        async with self.pool.acquire() as conn:
+            try:
+                events = [to_event(m) for m in msgs]
+                async with conn.transaction():
+                    done = await self.apply_batch(conn, events)
+            except Exception as exc:  # the transaction is rolled back: nothing of it stays
+                self._fell_back(exc)
+                done = await self.apply_each(conn, msgs)
+        retry = {id(m) for m in done.retry}
+        for msg in msgs:
+            if id(msg) in retry:
                 await msg.nak(delay=min(0.5 * msg.metadata.num_delivered, 5.0))
             else:
                 await msg.ack()
+        self.applied_total += len(done.applied)
+        self.duplicates_total += done.duplicates
+        self.dead_lettered_total += done.dead_lettered
+        self.committed(done)
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[Event]) -> Applied:
+        """The optimistic path, inside the batch's transaction; any error undoes all of it."""
+        return await apply_fresh(conn, self.name, events, self.handler)
+
+    def committed(self, done: Applied) -> None:
+        """Bookkeeping once a batch is committed and acked, whichever path applied it."""
         self.last_event_at = time.time()
 
-    async def _apply_one(self, conn: asyncpg.Connection, msg: Msg) -> str:
+    def _fell_back(self, exc: Exception) -> None:
+        self.fallbacks_total += 1
+        log.warning(
+            "consumer %s: batch failed, applying it event by event", self.name,
+            extra={"consumer": self.name, "error": f"{type(exc).__name__}: {exc}"},
+        )
+
+    async def apply_each(self, conn: asyncpg.Connection, msgs: list[Msg]) -> Applied:
+        """The careful path: one transaction, a savepoint per event. Acks are the caller's."""
+        done = Applied()
+        async with conn.transaction():
+            for msg in msgs:
+                await self._apply_one(conn, msg, done)
+        return done
+
+    async def _apply_one(self, conn: asyncpg.Connection, msg: Msg, done: Applied) -> None:
         try:
             event = to_event(msg)
         except ValueError as exc:
             await self._dead_letter(conn, msg, None, str(exc))
-            return "dead"
+            done.dead_lettered += 1
+            return
         with telemetry.consumer_span(self.name, event):
             try:
                 async with conn.transaction():  # a savepoint per event
@@ -152,22 +237,22 @@ class Consumer:
                         self.name, event.id, event.subject,
                     )
                     if not inserted:
-                        self.duplicates_total += 1
-                        return "duplicate"
+                        done.duplicates += 1
+                        return
                     await self.handler(conn, event)
-                self.applied_total += 1
-                return "applied"
+                done.applied.append(event)
             except Exception as exc:
                 error = "".join(traceback.format_exception_only(exc)).strip()
                 self.last_error = error
                 if event.deliveries >= self.max_deliver:
                     await self._dead_letter(conn, msg, event, error)
-                    return "dead"
+                    done.dead_lettered += 1
+                    return
                 log.warning(
                     "event handler failed; will retry",
                     extra={"consumer": self.name, "event_id": str(event.id), "error": error},
                 )
-                return "retry"
+                done.retry.append(msg)
 
     async def _dead_letter(
         self, conn: asyncpg.Connection, msg: Msg, event: Event | None, error: str
@@ -185,7 +270,6 @@ class Consumer:
             "ON CONFLICT DO NOTHING",
             self.name, event_id, msg.subject,
         )
-        self.dead_lettered_total += 1
         log.error(
             "event dead-lettered",
             extra={"consumer": self.name, "event_id": str(event_id), "error": error},

@@ -19,3 +19,6 @@ OUTBOX_PUBLISHED = Gauge("outbox_published_total", "Outbox rows published by thi
 CONSUMER_LAG = Gauge("consumer_lag_messages", "Messages not yet applied", ["consumer"])
 CONSUMER_APPLIED = Gauge("consumer_applied_total", "Events applied", ["consumer"])
 CONSUMER_DEAD = Gauge("consumer_dead_lettered_total", "Events dead-lettered", ["consumer"])
+CONSUMER_FALLBACKS = Gauge(
+    "consumer_batch_fallbacks_total",
+    "Batches that failed as a whole and were applied again event by event", ["consumer"])

@@ -60,7 +60,8 @@ class Infra:
         for c in self.consumers:
             consumers[c.name] = {
                 "lag": await c.lag(), "applied": c.applied_total,
-                "duplicates": c.duplicates_total, "last_error": c.last_error,
+                "duplicates": c.duplicates_total, "batch_fallbacks": c.fallbacks_total,
+                "last_error": c.last_error,
             }
         detail["consumers"] = {"ok": True, "items": consumers, "dead_letters": dead}
         return detail
@@ -95,6 +96,7 @@ async def _observe(infra: Infra) -> None:
                 metrics.CONSUMER_LAG.labels(c.name).set(lag)
             metrics.CONSUMER_APPLIED.labels(c.name).set(c.applied_total)
             metrics.CONSUMER_DEAD.labels(c.name).set(c.dead_lettered_total)
+            metrics.CONSUMER_FALLBACKS.labels(c.name).set(c.fallbacks_total)
         if ticks % 720 == 0:
             with contextlib.suppress(Exception):
                 async with infra.pool.acquire() as conn:

@@ -167,3 +167,29 @@ async def test_the_points_ledger_pages_with_a_cursor(membership: Running) -> Non
     assert second["next_cursor"] is None
     assert bad.status_code == 422
     assert [e["field"] for e in bad.json()["errors"]] == ["cursor"]
+
+
+async def test_an_order_of_an_unknown_member_is_retried_then_dead_lettered_alone(
+    membership: Running,
+) -> None:
+    """`loyalty.NotYetApplicable` fails the whole optimistic batch; the per-event fallback
+    naks only that event and applies its neighbours, once, until it is dead-lettered."""
+    member = await Member.create(membership)
+    consumer = membership.service.infra.consumers[0]
+    unknown = uuid.uuid4()
+
+    await publish(membership.bus, CONFIRMED, order_confirmed(str(uuid.uuid4()), 70_000),
+                  event_id=unknown)
+    await publish(membership.bus, CONFIRMED, order_confirmed(member.id, 50_000))
+
+    await member.wait_for(points_balance=500)
+    dead = await eventually(
+        lambda: membership.service.infra.pool.fetchrow(
+            "SELECT event_id, deliveries, error FROM dead_letter"),
+        until=lambda row: row is not None, timeout_s=60, what="the unknown member's order")
+    assert dead["event_id"] == unknown
+    assert dead["deliveries"] == consumer.max_deliver
+    assert "NotYetApplicable" in dead["error"]
+    assert consumer.fallbacks_total == consumer.max_deliver  # each of its deliveries fell back
+    assert await member.ledger() == [("earn", 500, 500)]
+    assert (await member.me())["lifetime_spend"]["amount"] == 50_000

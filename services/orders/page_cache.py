@@ -6,7 +6,7 @@ misses of one key wait for the one query in progress (single flight) instead of 
 going to Postgres. While one request recomputes an expired page, the others are answered
 with the page it replaces (stale-while-revalidate, as CDNs do), for at most `ttl_s` more:
 the page's expiry never stalls the crowd behind one query. A listing may therefore be up
-to `2 × ttl_s` (plus one query) old; clients are told `Cache-Control: max-age=<ttl_s>`.
+to twice `ttl_s` (plus one query) old; clients are told `Cache-Control: max-age=<ttl_s>`.
 Product detail, carts and checkout never come from here.
 """
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from services.analytics.handlers import BatchHandler, per_event
+from services.analytics.handlers import BatchHandler, orders_of, per_event
 from services.analytics.writes import Writes
 from services.common import inbox
 from services.common.events import Event
@@ -34,6 +34,7 @@ async def apply_events(
 ) -> Projected:
     """Apply every new event of the batch on `conn`, inside the caller's transaction."""
     writes = Writes()
+    await writes.lock_orders(conn, orders_of(events))
 
     async def handle(conn: asyncpg.Connection, event: Event) -> None:
         await handler(conn, event, writes)

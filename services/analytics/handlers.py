@@ -8,7 +8,7 @@ transaction as the inbox rows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,8 +49,8 @@ async def _apply(
 ) -> bool:
     """Run one transition on the locked order row; queue what it contributes."""
     oid = _uuid(order_id)
-    fact, contributions = step(await store.lock_order(conn, oid))
-    await store.save_order(conn, oid, _maybe_uuid(member_id), fact)
+    fact, contributions = step(await writes.order(conn, oid))
+    writes.keep_order(oid, _maybe_uuid(member_id), fact)
     writes.contribute(contributions, at)
     return bool(contributions)
 
@@ -113,6 +113,16 @@ _ORDER_SUBJECTS: dict[str, SubjectHandler] = {
     "orders.merchant.created": _merchant,
     "orders.merchant.key_rotated": _merchant,
 }
+
+
+_ORDER_STATE = frozenset(
+    {"orders.order.placed", "orders.order.confirmed", "orders.order.cancelled",
+     "orders.order.refunded"})
+
+
+def orders_of(events: Sequence[Event]) -> list[uuid.UUID]:
+    """The orders whose state these events change (to lock them all in one go)."""
+    return [_uuid(e.message().order_id) for e in events if e.subject in _ORDER_STATE]
 
 
 async def on_order_event(conn: asyncpg.Connection, event: Event, writes: Writes) -> None:

@@ -1,43 +1,61 @@
 """SQL for the analytics projections (schema `analytics`).
 
-Per-order state is read and written row by row (a transition depends on it); every
-other table is merged by SQL that gives the same row whatever order events arrive in,
-queued on a `Writes` and sent when the batch flushes.
+Per-order state is locked and read for a whole batch at once, changed in memory (a
+transition depends on it) and written back in one statement; every other table is merged
+by SQL that gives the same row whatever order events arrive in, queued on a `Writes` and
+sent when the batch flushes.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
 from services.analytics.domain.orders import OrderFact
 
 
-async def lock_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> OrderFact:
-    """The order's state, row-locked until commit (created empty on its first event)."""
+async def lock_orders(
+    conn: asyncpg.Connection, order_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, OrderFact]:
+    """The orders' state, row-locked until commit (created empty on their first event)."""
+    ids = sorted(set(order_ids))  # one lock order for every replica: no deadlocks
     # Insert first so that two replicas racing on a new order serialise on the row lock.
     await conn.execute(
-        "INSERT INTO orders_fact (order_id) VALUES ($1) ON CONFLICT DO NOTHING", order_id
+        "INSERT INTO orders_fact (order_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
+        ids,
     )
-    row = await conn.fetchrow(
-        "SELECT status, total, confirmed_at, refunded, refunded_at FROM orders_fact "
-        "WHERE order_id = $1 FOR UPDATE",
-        order_id,
+    rows = await conn.fetch(
+        "SELECT order_id, status, total, confirmed_at, refunded, refunded_at FROM orders_fact "
+        "WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE",
+        ids,
     )
-    assert row is not None  # inserted just above, in this transaction
-    return OrderFact(**dict(row))
+    facts = {r["order_id"]: OrderFact(r["status"], r["total"], r["confirmed_at"],
+                                      r["refunded"], r["refunded_at"]) for r in rows}
+    assert len(facts) == len(ids)  # inserted just above, in this transaction
+    return facts
 
 
-async def save_order(
-    conn: asyncpg.Connection, order_id: uuid.UUID, member_id: uuid.UUID | None, fact: OrderFact
+async def save_orders(
+    conn: asyncpg.Connection, facts: Mapping[uuid.UUID, tuple[uuid.UUID | None, OrderFact]]
 ) -> None:
+    """Write back orders' state (with the member, where it was not known yet), one statement."""
+    if not facts:
+        return
+    ids = sorted(facts)
+    rows = [facts[i] for i in ids]
     await conn.execute(
-        "UPDATE orders_fact SET member_id = COALESCE(member_id, $2), status = $3, total = $4, "
-        "confirmed_at = $5, refunded = $6, refunded_at = $7, updated_at = now() "
-        "WHERE order_id = $1",
-        order_id, member_id, fact.status, fact.total, fact.confirmed_at, fact.refunded,
-        fact.refunded_at,
+        "UPDATE orders_fact o SET member_id = COALESCE(o.member_id, u.member_id), "
+        "status = u.status, total = u.total, confirmed_at = u.confirmed_at, "
+        "refunded = u.refunded, refunded_at = u.refunded_at, updated_at = now() "
+        "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::timestamptz[], "
+        "$6::bigint[], $7::timestamptz[]) "
+        "AS u(order_id, member_id, status, total, confirmed_at, refunded, refunded_at) "
+        "WHERE o.order_id = u.order_id",
+        ids, [m for m, _ in rows], [f.status for _, f in rows], [f.total for _, f in rows],
+        [f.confirmed_at for _, f in rows], [f.refunded for _, f in rows],
+        [f.refunded_at for _, f in rows],
     )
 
 

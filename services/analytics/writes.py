@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from services.analytics import metrics
-from services.analytics.domain.orders import Contribution
+from services.analytics import metrics, store
+from services.analytics.domain.orders import Contribution, OrderFact
 from services.analytics.domain.window import minute_of
 
 
@@ -57,6 +57,25 @@ class Writes:
     # Merges whose SQL is commutative but not additive: pipelined one row at a time.
     merges: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
     confirmed_at: list[datetime] = field(default_factory=list)  # ce-time, for the lag metric
+    # Orders' state, locked for the batch; the changed ones are written back at the flush.
+    facts: dict[uuid.UUID, OrderFact] = field(default_factory=dict)
+    changed: dict[uuid.UUID, tuple[uuid.UUID | None, OrderFact]] = field(default_factory=dict)
+
+    async def lock_orders(self, conn: asyncpg.Connection, order_ids: list[uuid.UUID]) -> None:
+        """Lock and read, in one go, the orders the batch is about to change."""
+        missing = [i for i in order_ids if i not in self.facts]
+        if missing:
+            self.facts.update(await store.lock_orders(conn, missing))
+
+    async def order(self, conn: asyncpg.Connection, order_id: uuid.UUID) -> OrderFact:
+        await self.lock_orders(conn, [order_id])
+        return self.facts[order_id]
+
+    def keep_order(self, order_id: uuid.UUID, member_id: uuid.UUID | None,
+                   fact: OrderFact) -> None:
+        self.facts[order_id] = fact
+        known = self.changed.get(order_id)
+        self.changed[order_id] = (known[0] if known and known[0] else member_id, fact)
 
     def contribute(self, contributions: list[Contribution], at: datetime) -> None:
         for c in contributions:
@@ -87,6 +106,7 @@ class Writes:
         self.merges.append((sql, args))
 
     async def flush(self, conn: asyncpg.Connection) -> None:
+        await store.save_orders(conn, self.changed)
         await _add_buckets(conn, "gmv_minute", "minute", self.minutes)
         await _add_buckets(conn, "gmv_second", "second", self.seconds)
         await _add_sales(conn, self.sales)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +17,7 @@ from services.common.events import Event, envelope_headers
 from services.common.inbox import Handler
 from services.common.migrations import migrate_service
 from tests.infra import FreshDb
+from tests.integration.analytics.factories import confirmation, placed_order
 from tests.integration.analytics.scenario import Scenario, dump, generate
 
 MakeDb = Callable[..., Awaitable[FreshDb]]
@@ -99,3 +102,35 @@ async def test_a_second_copy_inside_one_batch_applies_once(fresh_db: MakeDb) -> 
     doubled = await projected(fresh_db, twice, batch=100)
 
     assert doubled == once
+
+
+async def test_a_batch_locks_reads_and_writes_its_orders_once_each(fresh_db: MakeDb) -> None:
+    """Whatever the number of orders and events in a batch: one INSERT, one SELECT ... FOR
+    UPDATE and one UPDATE of orders_fact, and the state each order reached."""
+    placed = [placed_order(total=1_000 * (n + 1)) for n in range(5)]
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    events = [Event(id=uuid.uuid4(), subject=subject, data=msg.SerializeToString(),
+                    headers=envelope_headers(subject, uuid.uuid4(), "test"))
+              for p in placed for subject, msg in (("orders.order.placed", p),
+                                                   ("orders.order.confirmed",
+                                                    confirmation(p, at=at)))]
+    consumer, handler = BY_PREFIX["orders"]
+    db = await fresh_db("analytics")
+    await migrate_service(db.dsn("analytics"), "analytics")
+    conn = await asyncpg.connect(db.dsn("analytics"), server_settings={"search_path": "analytics"})
+    sent: list[str] = []
+    try:
+        with conn.query_logger(lambda q: sent.append(q.query)):
+            async with conn.transaction():
+                done = await apply_events(conn, consumer, events, handler)
+        await asyncio.sleep(0)  # asyncpg delivers query logs with call_soon
+        facts = await conn.fetch("SELECT order_id, member_id, status, total FROM orders_fact")
+    finally:
+        await conn.close()
+
+    touching = [s.split()[0] for s in sent if "orders_fact" in s]
+    assert touching == ["INSERT", "SELECT", "UPDATE"]
+    assert len(done.applied) == 10
+    assert sorted((str(r["order_id"]), str(r["member_id"]), r["status"], r["total"])
+                  for r in facts) == sorted((p.order_id, p.member_id, "CONFIRMED",
+                                             p.total.amount) for p in placed)

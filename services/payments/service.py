@@ -98,6 +98,11 @@ async def _record_change(conn: asyncpg.Connection, change: Change) -> None:
     p = change.row
     if change.posting is not None:
         await store.post(conn, payment_id=p.id, currency=p.currency, posting=change.posting)
+    await _record_event(conn, change)
+
+
+async def _record_event(conn: asyncpg.Connection, change: Change) -> None:
+    p = change.row
     await outbox.add_event(
         conn, source=SOURCE, subject=change.subject, aggregate_id=str(p.id), message=_event(p)
     )
@@ -160,9 +165,10 @@ async def authorize(*, deps: Deps, command: AuthorizePayment) -> pb.Payment:
     for attempt in (1, 2):
         try:
             # A concurrent call for the same order or key loses on a unique index and
-            # retries: then it finds the winner's answer.
+            # retries: then it finds the winner's answer (the first attempt just looked).
             async with deps.pool.acquire() as conn, conn.transaction():
-                earlier = await _earlier_authorization(conn, command, request_hash)
+                earlier = (await _earlier_authorization(conn, command, request_hash)
+                           if attempt == 2 else None)
                 if earlier is not None:
                     return earlier
                 if captured is None:
@@ -192,10 +198,11 @@ async def _record_sale(
         decline_code=None, processor_ref=result.reference, request_hash=request_hash,
         commission=commission,
     )
-    await store.post(conn, payment_id=row.id, currency=row.currency,
-                     posting=ledger.authorize(row.amount))
     change = _captured(deps, row.with_state(authorized), state)
-    await _record_change(conn, change)
+    assert change.posting is not None
+    await store.post_all(conn, payment_id=row.id, currency=row.currency,
+                         postings=[ledger.authorize(row.amount), change.posting])
+    await _record_event(conn, change)
     answer = to_proto(change.row)
     capture = CapturePayment(key=command.capture_key, payment_id=row.id, amount=0)
     await store.save_answers(

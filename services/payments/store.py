@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -190,16 +191,33 @@ async def post(
 ) -> int:
     """Write one journal entry with its lines, in one statement; the database refuses it
     unless it balances."""
-    entry_id: int = await conn.fetchval(
-        "WITH e AS (INSERT INTO journal_entries (payment_id, kind, currency) "
-        "VALUES ($1, $2, $3) RETURNING id) "
-        "INSERT INTO journal_lines (entry_id, account, amount) "
-        "SELECT e.id, l.account, l.amount FROM e, "
-        "unnest($4::text[], $5::bigint[]) AS l(account, amount) RETURNING entry_id",
-        payment_id, posting.kind, currency, [a for a, _ in posting.lines],
-        [n for _, n in posting.lines],
-    )
+    [entry_id] = await post_all(conn, payment_id=payment_id, currency=currency,
+                                postings=[posting])
     return entry_id
+
+
+async def post_all(
+    conn: asyncpg.Connection, *, payment_id: uuid.UUID, currency: str,
+    postings: Sequence[Posting],
+) -> list[int]:
+    """Write journal entries (of distinct kinds, in this order) with their lines, in one
+    statement; the database refuses it unless each entry balances."""
+    kinds = [p.kind for p in postings]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"one statement posts entries of distinct kinds, not {kinds}")
+    lines = [(p.kind, account, amount) for p in postings for account, amount in p.lines]
+    rows = await conn.fetch(
+        "WITH e AS (INSERT INTO journal_entries (payment_id, kind, currency) "
+        "SELECT $1, k.kind, $3 FROM unnest($2::text[]) WITH ORDINALITY AS k(kind, n) "
+        "ORDER BY k.n RETURNING id, kind) "
+        "INSERT INTO journal_lines (entry_id, account, amount) "
+        "SELECT e.id, l.account, l.amount FROM e "
+        "JOIN unnest($4::text[], $5::text[], $6::bigint[]) AS l(kind, account, amount) "
+        "ON l.kind = e.kind RETURNING entry_id",
+        payment_id, kinds, currency, [k for k, _, _ in lines], [a for _, a, _ in lines],
+        [n for _, _, n in lines],
+    )
+    return sorted({r["entry_id"] for r in rows})
 
 
 async def account_balance(conn: asyncpg.Connection, *, account: str, currency: str) -> int:

@@ -7,6 +7,8 @@ import uuid
 import asyncpg
 import pytest
 
+from services.payments import store
+from services.payments.domain import ledger
 from tests.integration.payments.harness import Running, authorize_request
 
 
@@ -61,3 +63,26 @@ async def test_the_journal_is_append_only(payments: Running) -> None:
             await conn.execute("DELETE FROM journal_entries")
     finally:
         await conn.close()
+
+
+async def test_a_sale_posts_both_entries_each_with_its_own_balanced_lines(
+    payments: Running,
+) -> None:
+    """One statement writes the authorization and the capture of a sale: two entries, in
+    that order, each balancing by itself; and it refuses two entries of one kind."""
+    paid = await payments.stub.Authorize(authorize_request(capture_key=f"cap-{uuid.uuid4()}"))
+    conn = await _connect(payments)
+    try:
+        entries = await conn.fetch(
+            "SELECT e.id, e.kind, count(l.*) AS lines, sum(l.amount) AS total "
+            "FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id "
+            "WHERE e.payment_id = $1 GROUP BY e.id ORDER BY e.id", uuid.UUID(paid.id))
+        authorize = ledger.authorize(100)
+        with pytest.raises(ValueError, match="distinct kinds"):
+            await store.post_all(conn, payment_id=uuid.UUID(paid.id), currency="CNY",
+                                 postings=[authorize, authorize])
+    finally:
+        await conn.close()
+
+    assert [e["kind"] for e in entries] == ["authorize", "capture"]
+    assert all(e["lines"] >= 2 and e["total"] == 0 for e in entries)

@@ -49,14 +49,16 @@ class OutboxRelay:
 
     One relay per service is active at a time (a session advisory lock), so that the
     order per aggregate holds with several replicas; the others wait as standbys.
-    Woken by LISTEN/NOTIFY, with a slow poll as a safety net.
+    Woken by LISTEN/NOTIFY, with a slow poll as a safety net; after a wake it lingers
+    `linger_s` (as a Kafka producer's linger.ms) so a steady trickle shares round trips.
     """
 
     def __init__(
-        self, dsn: str, bus: Bus, *, schema: str, batch_size: int = 500, poll_s: float = 1.0
+        self, dsn: str, bus: Bus, *, schema: str, batch_size: int = 500, poll_s: float = 1.0,
+        linger_s: float = 0.0,
     ) -> None:
         self.dsn, self.bus, self.schema = dsn, bus, schema
-        self.batch_size, self.poll_s = batch_size, poll_s
+        self.batch_size, self.poll_s, self.linger_s = batch_size, poll_s, linger_s
         self._wake = asyncio.Event()
         self.published_total = 0
         self.backlog = 0
@@ -97,6 +99,9 @@ class OutboxRelay:
                 self.last_error = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                if self.linger_s and self._wake.is_set():
+                    # Woken by a commit: the ones right behind it join the same batch.
+                    await asyncio.sleep(self.linger_s)
         finally:
             self.is_leader = False
             await conn.close(timeout=2)

@@ -80,7 +80,8 @@ async def start_infra(settings: ServiceSettings, service_dir: Path) -> Infra:
         settings.nats_url, name=settings.service_name, replicas=settings.nats_stream_replicas
     )
     await bus.ensure_streams()
-    relay = OutboxRelay(dsn, bus, schema=settings.schema)
+    relay = OutboxRelay(dsn, bus, schema=settings.schema,
+                        linger_s=settings.outbox_linger_ms / 1000)
     return Infra(settings=settings, pool=pool, bus=bus, relay=relay)
 
 

@@ -32,6 +32,9 @@ class ServiceSettings(BaseSettings):
     max_in_flight: int = Field(default=512, ge=1)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
+    # After a NOTIFY wakes the outbox relay, wait this long so that the rows committing
+    # meanwhile go out in the same batch (one SELECT and one UPDATE for all of them).
+    outbox_linger_ms: int = Field(default=10, ge=0, le=1000)
     log_level: str = "INFO"
 
     @field_validator("internal_auth_secret")

@@ -25,7 +25,7 @@ from services.common.bus import Bus
 from services.common.events import Event, envelope_headers
 from services.common.inbox import Consumer
 from services.common.migrations import migrate
-from tests.helpers import eventually, reset_streams
+from tests.helpers import eventually
 from tests.infra import FreshDb
 
 SCHEMA = "orders"
@@ -77,15 +77,6 @@ async def pool(fresh_db, tmp_path: Path) -> AsyncIterator[asyncpg.Pool]:
         await conn.fetchval("SELECT $1::uuid[], $2::text[]", [], [])
     yield pool
     await pool.close()
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    await reset_streams(nats_url)
-    b = await Bus.connect(nats_url, name="test")
-    await b.ensure_streams()
-    yield b
-    await b.close()
 
 
 class NotYet(Exception):

@@ -18,7 +18,7 @@ from services.common.events import Event, envelope_headers
 from services.common.inbox import Consumer
 from services.common.migrations import migrate
 from services.common.outbox import OutboxRelay, add_event
-from tests.helpers import eventually, reset_streams
+from tests.helpers import eventually
 from tests.infra import FreshDb
 
 SCHEMA = "orders"  # any service schema will do; the tests use the orders role
@@ -38,15 +38,6 @@ async def orders_pool(database: FreshDb, tmp_path: Path) -> AsyncIterator[asyncp
         await conn.execute("CREATE TABLE effects (event_id uuid, order_id text)")
     yield pool
     await pool.close()
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    await reset_streams(nats_url)
-    b = await Bus.connect(nats_url, name="test")
-    await b.ensure_streams()
-    yield b
-    await b.close()
 
 
 @contextlib.asynccontextmanager

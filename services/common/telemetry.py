@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from services.common.events import Event
 
 _tracer = trace.get_tracer("marketplace")
+# Whether spans are recorded (set by setup_tracing): what the gRPC client instrumentation needs.
+_recording = False
 
 # Attributes a LogRecord always has; anything else came in through `extra=` and is logged.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "taskName"}
@@ -75,6 +77,8 @@ def setup_tracing(service: str) -> TracerProvider:
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
     configured = exporting or bool(os.environ.get("OTEL_TRACES_SAMPLER"))
+    global _recording
+    _recording = configured
     sampler = None if configured else ParentBased(ALWAYS_OFF)
     provider = TracerProvider(
         resource=Resource.create({"service.name": service}), sampler=sampler
@@ -108,6 +112,11 @@ def grpc_server_interceptor() -> Any:
 
 
 def grpc_client_interceptors() -> list[Any]:
+    """OpenTelemetry's client interceptors while spans are recorded, else none: unrecorded,
+    a client span adds nothing the callee's server span does not (the channel then injects
+    the trace context itself)."""
+    if not _recording:
+        return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return list(aio_client_interceptors())

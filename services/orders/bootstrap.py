@@ -32,7 +32,7 @@ class Service:
     tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
 
 
-async def _close_when_stopped(channels: list[aio.Channel]) -> None:
+async def _close_when_stopped(channels: list[grpcutil.ServiceChannel]) -> None:
     """Holds the gRPC channels open while the service runs; closes them when cancelled."""
     try:
         await asyncio.Event().wait()

@@ -14,6 +14,7 @@ from marketplace.membership.v1 import membership_pb2, membership_pb2_grpc
 from marketplace.payments.v1 import payments_pb2, payments_pb2_grpc
 from marketplace.payments.v1.payments_pb2 import Payment
 
+from services.common.grpcutil import ServiceChannel
 from services.orders.store.orders import Order
 
 T = TypeVar("T")
@@ -62,7 +63,7 @@ def _capture_key(order_id: uuid.UUID) -> str:
 class PaymentsClient:
     """PaymentService; every state change is keyed by the order id, so retries are safe."""
 
-    def __init__(self, channel: aio.Channel, *, timeout_s: float) -> None:
+    def __init__(self, channel: ServiceChannel, *, timeout_s: float) -> None:
         self.stub = payments_pb2_grpc.PaymentServiceStub(channel)
         self.timeout_s = timeout_s
 
@@ -111,7 +112,7 @@ class MemberInfo:
 class MembershipClient:
     """MembershipService: the tier discount and points held for an order."""
 
-    def __init__(self, channel: aio.Channel, *, timeout_s: float) -> None:
+    def __init__(self, channel: ServiceChannel, *, timeout_s: float) -> None:
         self.stub = membership_pb2_grpc.MembershipServiceStub(channel)
         self.timeout_s = timeout_s
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 import nats
@@ -151,3 +152,28 @@ async def test_checkout_needs_a_token_and_an_idempotency_key(full: Stack) -> Non
     assert anonymous.status_code == 401
     assert keyless.status_code == 422
     assert keyless.json()["field"] == "Idempotency-Key"
+
+
+async def test_the_storefronts_trace_reaches_payments_over_grpc(full: Stack) -> None:
+    """Spans are not recorded here (nothing exports them), yet the trace id a storefront sent
+    travels through the checkout's gRPC call into what payments publishes."""
+    a, _ = await _catalog(full)
+    member = await full.member()
+    assert full.orders is not None
+    trace_id = secrets.token_hex(16)
+
+    response = await full.orders.post(
+        "/v1/orders", json=f.order_body((a.id, 1)),
+        headers={"Authorization": member["Authorization"], "Idempotency-Key": "traced",
+                 "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-00"})
+
+    assert response.status_code == 201, response.text
+    assert response.headers["x-trace-id"] == trace_id
+    conn = await full.sql("payments")
+    try:
+        parents = await conn.fetch(
+            "SELECT headers->>'traceparent' AS parent FROM outbox WHERE subject = $1",
+            "payments.payment.captured")
+    finally:
+        await conn.close()
+    assert [p["parent"].split("-")[1] for p in parents] == [trace_id]

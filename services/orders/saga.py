@@ -60,6 +60,10 @@ async def place_order(
     except Problem as refusal:  # e.g. the cart this key's first checkout emptied
         return await _earlier_answer(ctx, member, idempotency_key, request.fingerprint(),
                                      refusal=refusal)
+    if any(ctx.admission.hot.get(sku) is None for sku, _ in items):
+        # About to query the SKUs: not for a checkout that would be shed anyway. (Once a
+        # SKU is known to be hot, its crowd meets the per-SKU gate's 429 first, below.)
+        ctx.admission.checkouts.refuse_if_full()
     skus = await _skus_unless_known(ctx, [sku for sku, _ in items])
     hot = [sku for sku, _ in items if ctx.admission.hot.get(sku)]
     short = ctx.admission.known_short(items)

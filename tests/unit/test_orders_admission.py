@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from services.common.auth import Member
 from services.common.errors import Problem
+from services.orders import saga
 from services.orders.admission import Admission, Recent, SkuGate, Slots, TokenBuckets
+from services.orders.context import Context
+from services.orders.page_cache import PageCache
 from services.orders.settings import OrdersSettings
 from services.orders.store.stock import shares
 
@@ -92,3 +97,42 @@ def test_checkouts_beyond_the_limit_are_shed_with_503_and_retry_after() -> None:
     with slots.enter():  # finished checkouts give their slots back
         assert slots.in_flight == 1
     assert slots.in_flight == 0
+
+
+class _NoDatabase:
+    """A pool that fails the test if the checkout asks it for anything."""
+
+    def acquire(self) -> None:
+        raise AssertionError("a checkout about to be shed queried the database")
+
+
+def _checkout_context(admission: Admission) -> Any:
+    return Context(settings=None, pool=_NoDatabase(), payments=None,  # type: ignore[arg-type]
+                   membership=None, verifier=None, admission=admission,  # type: ignore[arg-type]
+                   listings=PageCache(1.0))
+
+
+async def test_a_checkout_that_would_be_shed_costs_no_query() -> None:
+    admission = Admission.build(burst=5, per_s=1, hot_limit=8, sold_out_s=1, max_checkouts=1)
+    ctx = _checkout_context(admission)
+    request = saga.CheckoutRequest(items=((uuid.uuid4(), 1),), payment_token="tok_visa",
+                                   points_to_redeem=0)
+    # The only slot is taken.
+    with admission.checkouts.enter(), pytest.raises(Problem) as shed:
+        await saga.place_order(ctx, member=Member(id=uuid.uuid4(), tier="BRONZE"),
+                               request=request, idempotency_key="k")
+    assert shed.value.status == 503 and shed.value.headers["Retry-After"] == "1"
+
+
+async def test_a_known_hot_skus_crowd_meets_the_sku_gate_before_general_shedding() -> None:
+    admission = Admission.build(burst=5, per_s=1, hot_limit=1, sold_out_s=1, max_checkouts=1)
+    hot = uuid.uuid4()
+    admission.hot.put(hot, 1)
+    ctx = _checkout_context(admission)
+    request = saga.CheckoutRequest(items=((hot, 1),), payment_token="tok_visa",
+                                   points_to_redeem=0)
+    with (admission.checkouts.enter(), admission.hot_gate.admit([hot]),
+          pytest.raises(Problem) as refused):
+        await saga.place_order(ctx, member=Member(id=uuid.uuid4(), tier="BRONZE"),
+                               request=request, idempotency_key="k")
+    assert refused.value.status == 429

@@ -99,20 +99,6 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
-def wrap_outermost(app: FastAPI, wrapper: Callable[[ASGIApp], ASGIApp]) -> None:
-    """Put `wrapper` around the whole middleware stack, outside even the tracing middleware.
-
-    For answers so cheap that the layers they would skip cost more than they do (a cached
-    listing): such a wrapper adds the service's headers and metrics itself.
-    """
-    build = app.build_middleware_stack
-
-    def build_wrapped() -> ASGIApp:
-        return wrapper(build())
-
-    app.build_middleware_stack = build_wrapped  # type: ignore[method-assign]
-
-
 def create_app(
     *,
     title: str,

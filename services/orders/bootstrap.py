@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from grpc import aio
 
-from services.common import grpcutil, inbox, runtime, web
+from services.common import asgi, grpcutil, inbox, runtime, web
 from services.common.auth import JwksVerifier
 from services.common.runtime import Infra
 from services.orders import api, handlers, recovery
@@ -68,7 +68,7 @@ async def start(settings: OrdersSettings) -> Service:
     )
     app.state.ctx = context
     app.include_router(api.router())
-    web.wrap_outermost(app, lambda stack: ListingFastPath(
+    asgi.wrap_outermost(app, lambda stack: ListingFastPath(
         stack, context.listings, paths=("/v1/products", "/v1/categories")))
     infra.consumers.append(inbox.Consumer(
         pool=infra.pool, bus=infra.bus, name="orders-payments", stream="PAYMENTS",

@@ -35,12 +35,17 @@ class ServiceIdentityInterceptor(aio.ServerInterceptor):
     """Admits only known services, each to the methods it may call, and only with a deadline.
 
     `allowed` maps a caller's service name to method names (e.g. "Authorize") it may call.
+    With `continue_trace` (no tracing interceptor in front of it) each call also runs in
+    the caller's trace, taken from the metadata.
     """
 
-    def __init__(self, secret: str, allowed: Mapping[str, set[str]]) -> None:
-        self.allowed = allowed
+    def __init__(self, secret: str, allowed: Mapping[str, set[str]], *,
+                 continue_trace: bool = False) -> None:
+        self.allowed, self.continue_trace = allowed, continue_trace
         # Every service can prove who it is; the allow-list then says what it may call.
         self.tokens = {name: service_token(secret, name) for name in KNOWN_SERVICES | set(allowed)}
+        # Per method: the servicer's handler and its guarded form, built once, not per call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -63,16 +68,26 @@ class ServiceIdentityInterceptor(aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        return _require_deadline(handler)
+        known = self._guarded.get(details.method)
+        if known is None or known[0] is not handler:
+            known = (handler, _guarded(handler, continue_trace=self.continue_trace))
+            self._guarded[details.method] = known
+        return known[1]
 
 
-def _require_deadline(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _guarded(handler: grpc.RpcMethodHandler, *, continue_trace: bool) -> grpc.RpcMethodHandler:
+    """The handler, refusing a call without a deadline (and in the caller's trace)."""
     inner = handler.unary_unary
 
     async def behaviour(request: Any, context: aio.ServicerContext) -> Any:
         if context.time_remaining() is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "every call needs a deadline")
-        return await inner(request, context)
+        if not continue_trace:
+            return await inner(request, context)
+        carrier = {k: v for k, v in context.invocation_metadata() or ()
+                   if k in ("traceparent", "tracestate") and isinstance(v, str)}
+        with telemetry.continued_trace("rpc", carrier):
+            return await inner(request, context)
 
     return grpc.unary_unary_rpc_method_handler(
         behaviour,
@@ -164,10 +179,11 @@ def channel(
 
 
 def server(secret: str, allowed: Mapping[str, set[str]]) -> aio.Server:
+    tracing = telemetry.grpc_server_interceptors()
     return aio.server(
         interceptors=[
-            telemetry.grpc_server_interceptor(),
-            ServiceIdentityInterceptor(secret, allowed),
+            *tracing,
+            ServiceIdentityInterceptor(secret, allowed, continue_trace=not tracing),
         ],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

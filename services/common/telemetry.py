@@ -135,16 +135,27 @@ class TraceContext:
         carrier = {name.decode("latin-1"): value.decode("latin-1")
                    for name, value in scope["headers"]
                    if name in (b"traceparent", b"tracestate")}
-        parent = propagate.extract(carrier) if carrier else None
-        with _tracer.start_as_current_span(scope["method"], context=parent,
-                                           kind=trace.SpanKind.SERVER):
+        with continued_trace(scope["method"], carrier):
             await self.app(scope, receive, send)
 
 
-def grpc_server_interceptor() -> Any:
+def grpc_server_interceptors() -> list[Any]:
+    """OpenTelemetry's server interceptor while spans are recorded, else none: the service
+    identity check then continues the caller's trace itself (`continued_trace`)."""
+    if not _recording:
+        return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return aio_server_interceptor()
+    return [aio_server_interceptor()]
+
+
+@contextmanager
+def continued_trace(name: str, carrier: dict[str, str]) -> Iterator[None]:
+    """An unrecorded SERVER span that continues the trace in `carrier` (W3C headers), or
+    starts one: its ids are what the work inside logs, calls and publishes."""
+    parent = propagate.extract(carrier) if carrier else None
+    with _tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER):
+        yield
 
 
 def grpc_client_interceptors() -> list[Any]:

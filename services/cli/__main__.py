@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="stack log lines on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the stack and the four services (make run)")
-    up.add_argument("--port-base", type=int, default=8000, help="orders' HTTP port; +1, +2, +3")
+    up.add_argument("--port-base", type=int, default=8000,
+                    help="orders' HTTP port; +1, +2, +3 (gRPC 50052, 50053 move as far)")
     up.add_argument("--no-seed", action="store_true", help="do not seed an empty catalog")
     stack = sub.add_parser("stack", help="the local Postgres and NATS only")
     stack.add_argument("action", choices=["start", "stop", "status"])

@@ -50,7 +50,11 @@ class Ports:
     grpc: Mapping[str, int]
 
     @classmethod
-    def local(cls, port_base: int = 8000, grpc_base: int = 50052) -> Ports:
+    def local(cls, port_base: int = 8000, grpc_base: int | None = None) -> Ports:
+        """HTTP from `port_base`; gRPC from 50052, moved as far as the HTTP ports were, so
+        that two stacks on one machine (`--port-base`) do not collide."""
+        if grpc_base is None:
+            grpc_base = 50052 + port_base - 8000
         return cls(
             http={name: port_base + offset for name, offset in HTTP_OFFSET.items()},
             grpc={name: grpc_base + i for i, name in enumerate(GRPC_SERVICES)},

@@ -35,3 +35,11 @@ def test_where_a_service_listens_and_connects_is_the_launchers_choice() -> None:
     assert orders["ORDERS_HTTP_PORT"] == "8000"
     assert orders["ORDERS_DATABASE_URL"] == "postgresql://orders"
     assert orders["ORDERS_PAYMENTS_TARGET"] == "127.0.0.1:50052"
+
+
+def test_a_second_stack_on_another_port_base_moves_its_grpc_ports_too() -> None:
+    first, second = Ports.local(8000), Ports.local(8100)
+    assert (first.grpc["payments"], first.grpc["membership"]) == (50052, 50053)
+    assert (second.http["orders"], second.grpc["payments"], second.grpc["membership"]) == (
+        8100, 50152, 50153)
+    assert set(first.http.values()).isdisjoint(second.http.values())

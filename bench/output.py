@@ -12,7 +12,7 @@ from bench.generator import Step
 
 @dataclass
 class Row:
-    kind: str  # stack, overload, pgbench, monolith, hello, browse
+    kind: str  # stack, overload, at-70%, pgbench, monolith, hello, browse, flash...
     rate_offered: float
     sent: int = 0
     achieved_per_s: float = math.nan  # 2xx answers a second
@@ -90,6 +90,10 @@ def chart(rows: list[Row], path: Path, *, title: str) -> None:
     fig, ax = plt.subplots(2, 2, figsize=(12, 8))
     for key, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
         ax[0][0].plot(rates, [getattr(r, key) for r in stack], marker="o", label=label)
+    for r in rows:
+        if r.kind == "at-70%":
+            ax[0][0].plot([r.rate_offered], [r.p99_ms], marker="*", markersize=12,
+                          linestyle="", color="tab:green", label="p99 at 70 % of max")
     ax[0][0].axhline(150, color="red", linestyle="--", label="150 ms")
     ax[0][0].set(title="checkout latency (from intended send)", xlabel="offered orders/s",
                  ylabel="ms", yscale="log")

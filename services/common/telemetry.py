@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from services.common.events import Event
 
 _tracer = trace.get_tracer("marketplace")
-# Whether spans are recorded (set by setup_tracing): what the gRPC client instrumentation needs.
+# Whether spans are recorded (set by setup_tracing): decides which instrumentation runs.
 _recording = False
 
 # Attributes a LogRecord always has; anything else came in through `extra=` and is logged.

@@ -6,7 +6,8 @@ same run:
 
   raw      fetch + ack from JetStream with no database (the ceiling)
   batch    analytics' BatchConsumer: one transaction, one inbox insert, multi-row upserts
-  savepoint the shared inbox.Consumer path: a savepoint and an inbox insert per event
+  savepoint the shared inbox.Consumer's fallback path alone: a savepoint and an inbox
+           insert per event
 
 Run: .venv/bin/python -m bench.analytics_consumer [--events 100000] [--skip-savepoint]
 Prints figures; it is not a test.
@@ -21,6 +22,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import nats
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.analytics.batch import BatchConsumer
@@ -70,6 +72,16 @@ async def raw_rate(nats_url: str, total: int) -> float:
     return seen / elapsed
 
 
+class _EachConsumer(Consumer):
+    """The shared consumer's careful path alone: a savepoint and an inbox insert per event
+    (what a batch that failed falls back to)."""
+
+    async def apply(self, msgs: list[Msg]) -> None:
+        async with self.pool.acquire() as conn:
+            done = await self.apply_each(conn, msgs)
+        await self.settle(msgs, done)
+
+
 async def consumer_rate(dsn: str, nats_url: str, total: int, *, batch: bool) -> float:
     """Run the three analytics consumers on the backlog until every event is applied."""
     await migrate_service(dsn, "analytics")
@@ -81,7 +93,7 @@ async def consumer_rate(dsn: str, nats_url: str, total: int, *, batch: bool) -> 
         kw = dict(pool=pool, bus=bus, name=f"{name}-{uuid.uuid4().hex[:6]}", stream=stream,
                   subjects=list(subjects), batch_size=BATCH)
         consumers.append(BatchConsumer(batch_handler=handler, **kw) if batch  # type: ignore[arg-type]
-                         else Consumer(handler=per_event(handler), **kw))  # type: ignore[arg-type]
+                         else _EachConsumer(handler=per_event(handler), **kw))  # type: ignore[arg-type]
     began = time.perf_counter()
     tasks = [asyncio.create_task(c.run()) for c in consumers]
     while sum(c.applied_total + c.duplicates_total for c in consumers) < total:  # noqa: ASYNC110

@@ -187,6 +187,10 @@ class Consumer:
             except Exception as exc:  # the transaction is rolled back: nothing of it stays
                 self._fell_back(exc)
                 done = await self.apply_each(conn, msgs)
+        await self.settle(msgs, done)
+
+    async def settle(self, msgs: list[Msg], done: Applied) -> None:
+        """After the commit: ack each message (nak the retries) and count what was done."""
         retry = {id(m) for m in done.retry}
         for msg in msgs:
             if id(msg) in retry:

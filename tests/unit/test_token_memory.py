@@ -74,10 +74,16 @@ async def test_a_verified_token_is_not_checked_again(setup: Any) -> None:
     assert decoded == [token]
 
 
-async def test_a_remembered_token_is_refused_once_its_key_is_retired(setup: Any) -> None:
+async def _remembered(setup: Any) -> tuple[KeysInHand, str]:
+    """A verifier that has just verified (and so remembers) a fresh token."""
     verifier, signing, _ = setup
     token = _token(signing, "k1", exp=verifier._clock() + 900)
     await verifier.verify(token)
+    return verifier, token
+
+
+async def test_a_remembered_token_is_refused_once_its_key_is_retired(setup: Any) -> None:
+    verifier, token = await _remembered(setup)
     del verifier.trusted["k1"]
     with pytest.raises(Problem) as refused:
         await verifier.verify(token)
@@ -85,9 +91,7 @@ async def test_a_remembered_token_is_refused_once_its_key_is_retired(setup: Any)
 
 
 async def test_a_remembered_token_is_refused_when_its_kid_names_another_key(setup: Any) -> None:
-    verifier, signing, _ = setup
-    token = _token(signing, "k1", exp=verifier._clock() + 900)
-    await verifier.verify(token)
+    verifier, token = await _remembered(setup)
     verifier.trusted["k1"] = Ed25519PrivateKey.generate().public_key()
     with pytest.raises(Problem) as refused:
         await verifier.verify(token)
@@ -95,9 +99,7 @@ async def test_a_remembered_token_is_refused_when_its_kid_names_another_key(setu
 
 
 async def test_a_remembered_token_is_refused_once_it_expires(setup: Any) -> None:
-    verifier, signing, _ = setup
-    token = _token(signing, "k1", exp=verifier._clock() + 900)
-    await verifier.verify(token)
+    verifier, token = await _remembered(setup)
     verifier._clock.now += 901
     with pytest.raises(Problem) as refused:
         await verifier.verify(token)
@@ -105,9 +107,7 @@ async def test_a_remembered_token_is_refused_once_it_expires(setup: Any) -> None
 
 
 async def test_a_tampered_copy_of_a_remembered_token_is_still_refused(setup: Any) -> None:
-    verifier, signing, _ = setup
-    token = _token(signing, "k1", exp=verifier._clock() + 900)
-    await verifier.verify(token)
+    verifier, token = await _remembered(setup)
     header, payload, signature = token.split(".")
     forged = f"{header}.{payload}.{signature[:-4]}AAAA"
     with pytest.raises(Problem) as refused:

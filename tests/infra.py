@@ -8,6 +8,7 @@ point the suite at existing servers instead.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -32,11 +33,32 @@ TEST_ADMIN_PASSWORD = "test-admin-password"
 TEMP_PREFIX = "marketplace-test-"
 
 
+def _ephemeral_low(default: int = 32768) -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+# Ports handed out below the kernel's ephemeral range. Inside it (what binding port 0 gives)
+# the port is free only until the kernel picks it again as the local port of one of this
+# session's own outgoing connections, which it does: a server then failed to bind it.
+# Each port is handed out once per session, in an order of its own per process.
+_LOW = _ephemeral_low()
+_CANDIDATES = iter(random.Random(os.getpid()).sample(
+    range(max(1024, _LOW - 12_000), _LOW), min(12_000, _LOW - 1024)))
+
+
 def free_port() -> int:
-    """A port the kernel just handed out, so very likely still free."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port no one listens on, that no outgoing connection will be given meanwhile."""
+    for port in _CANDIDATES:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # taken by a server of this machine's: try the next
+                continue
+            return port
+    raise RuntimeError("no free port left below the ephemeral range for this test session")
 
 
 def _owned_temp_dir(kind: str) -> Path:

@@ -17,8 +17,8 @@ from services.analytics.settings import AnalyticsSettings
 from services.common import runtime
 from services.common.bus import Bus
 from services.common.events import envelope_headers
-from tests.helpers import eventually, free_port, reset_streams
-from tests.infra import FreshDb
+from tests.helpers import eventually, reset_streams
+from tests.infra import FreshDb, free_port
 
 ADMIN_KEY = "test-admin-key-for-analytics"
 

@@ -20,8 +20,8 @@ from services.common import grpcutil, runtime
 from services.common.bus import Bus
 from services.membership import bootstrap
 from services.membership.settings import MembershipSettings
-from tests.helpers import free_port, reset_streams
-from tests.infra import FreshDb
+from tests.helpers import reset_streams
+from tests.infra import FreshDb, free_port
 
 SECRET = "membership-test-secret-0123456789"
 

@@ -21,8 +21,7 @@ from services.orders import bootstrap as orders_bootstrap
 from services.orders.settings import OrdersSettings
 from services.payments import bootstrap as payments_bootstrap
 from services.payments.settings import PaymentsSettings
-from tests.helpers import free_port
-from tests.infra import FreshDb
+from tests.infra import FreshDb, free_port
 
 SECRET = "orders-test-internal-secret-0123456789"
 ADMIN_KEY = "orders-test-admin-key-0123456789"

@@ -30,8 +30,8 @@ from services.common.inbox import to_event
 from services.payments import bootstrap
 from services.payments.processor import CardProcessor
 from services.payments.settings import PaymentsSettings
-from tests.helpers import eventually, free_port, reset_streams
-from tests.infra import FreshDb
+from tests.helpers import eventually, reset_streams
+from tests.infra import FreshDb, free_port
 
 SECRET = "test-internal-secret-0123456789"
 ADMIN_KEY = "test-admin-key-0123456789"

@@ -141,25 +141,40 @@ async def serve(
     background += [asyncio.create_task(c.run(), name=c.name) for c in infra.consumers]
     background += [asyncio.create_task(t) for t in tasks or []]
     background.append(asyncio.create_task(_observe(infra), name="observe"))
-    server_task = asyncio.create_task(http.serve(), name="http")
+    server_task = asyncio.create_task(_serve_http(http, settings), name="http")
     log.info(
         "service started",
         extra={"http_port": settings.http_port, "grpc_port": grpc_port},
     )
-    await asyncio.wait([server_task, asyncio.create_task(stop.wait())],
-                       return_when=asyncio.FIRST_COMPLETED)
-    log.info("service stopping")
-    http.should_exit = True
-    if grpc_server is not None:
-        await grpc_server.stop(grace=5)
-    with contextlib.suppress(asyncio.CancelledError):
-        await server_task
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
-    await infra.bus.close()
-    await infra.pool.close()
-    log.info("service stopped")
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([server_task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        log.info("service stopping")
+        http.should_exit = True
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task  # raises if the HTTP server could not start
+    finally:  # stopped or failed: nothing keeps running behind the caller's back
+        for task in [*background, stopped]:
+            task.cancel()
+        await asyncio.gather(*background, stopped, return_exceptions=True)
+        await infra.bus.close()
+        await infra.pool.close()
+        log.info("service stopped")
+
+
+async def _serve_http(http: uvicorn.Server, settings: ServiceSettings) -> None:
+    """uvicorn exits the process (SystemExit) when it cannot listen; say why as an error
+    the caller can handle, and what to change."""
+    try:
+        await http.serve()
+    except SystemExit as exc:
+        prefix = settings.model_config.get("env_prefix", "")
+        raise RuntimeError(
+            f"the HTTP server could not start on {settings.http_host}:{settings.http_port} "
+            f"(exit {exc.code}; the reason is logged just above, most often the port is "
+            f"taken): free the port or set {prefix}HTTP_PORT") from None
 
 
 def run_main(main: Coroutine[Any, Any, None], settings: ServiceSettings) -> None:

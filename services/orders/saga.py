@@ -60,10 +60,6 @@ async def place_order(
     except Problem as refusal:  # e.g. the cart this key's first checkout emptied
         return await _earlier_answer(ctx, member, idempotency_key, request.fingerprint(),
                                      refusal=refusal)
-    if any(ctx.admission.hot.get(sku) is None for sku, _ in items):
-        # About to query the SKUs: not for a checkout that would be shed anyway. (Once a
-        # SKU is known to be hot, its crowd meets the per-SKU gate's 429 first, below.)
-        ctx.admission.checkouts.refuse_if_full()
     skus = await _skus_unless_known(ctx, [sku for sku, _ in items])
     hot = [sku for sku, _ in items if ctx.admission.hot.get(sku)]
     short = ctx.admission.known_short(items)
@@ -142,6 +138,9 @@ async def _skus_unless_known(ctx: Context, sku_ids: list[uuid.UUID]) -> _Skus | 
     """
     if all(ctx.admission.hot.get(s) is not None for s in sku_ids):
         return None
+    # Not for a checkout that would be shed anyway. (Once a SKU is known to be hot, its
+    # crowd meets the per-SKU gate's 429 first, in the caller.)
+    ctx.admission.checkouts.refuse_if_full()
     async with ctx.pool.acquire() as conn:
         skus = await catalog.skus_for_checkout(conn, sku_ids)
     for sku_id, row in skus.items():

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,34 @@ from services.common.events import SUBJECTS, envelope_headers
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event ready to be inserted into the outbox: the row's values, in column order."""
+
+    event_id: uuid.UUID
+    subject: str
+    aggregate_id: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+def pending(
+    *, source: str, subject: str, aggregate_id: str, message: Message,
+    event_id: uuid.UUID | None = None,
+) -> Pending:
+    """The outbox row of an event, checked against the catalogue, with the trace context.
+
+    For a statement that writes its event itself (e.g. in a CTE); `add_event` inserts one.
+    """
+    expected = SUBJECTS.get(subject)
+    if expected is None or not isinstance(message, expected):
+        raise TypeError(f"{subject} carries {expected}, not {type(message).__name__}")
+    event_id = event_id or uuid.uuid4()
+    headers = envelope_headers(subject, event_id, source)
+    telemetry.inject(headers)  # the trace continues in whoever consumes this event
+    return Pending(event_id, subject, aggregate_id, message.SerializeToString(), headers)
+
+
 async def add_event(
     conn: asyncpg.Connection,
     *,
@@ -30,18 +59,14 @@ async def add_event(
     event_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Insert an event into the outbox inside the caller's transaction."""
-    expected = SUBJECTS.get(subject)
-    if expected is None or not isinstance(message, expected):
-        raise TypeError(f"{subject} carries {expected}, not {type(message).__name__}")
-    event_id = event_id or uuid.uuid4()
-    headers = envelope_headers(subject, event_id, source)
-    telemetry.inject(headers)  # the trace continues in whoever consumes this event
+    row = pending(source=source, subject=subject, aggregate_id=aggregate_id, message=message,
+                  event_id=event_id)
     await conn.execute(
         "INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers) "
         "VALUES ($1, $2, $3, $4, $5)",
-        event_id, subject, aggregate_id, message.SerializeToString(), headers,
+        row.event_id, row.subject, row.aggregate_id, row.payload, row.headers,
     )
-    return event_id
+    return row.event_id
 
 
 class OutboxRelay:

@@ -119,26 +119,43 @@ async def confirm(ctx: Context, order: Order, payment: Payment) -> Order:
     refunded = min(max(payment.refunded, 0), order.total)
     done = dataclasses.replace(order, status=str(status), payment_id=uuid.UUID(payment.id),
                                points_pending=order.points_redeemed > 0, refunded=refunded)
+    if refunded:
+        changed = await _confirm_refunded(ctx, order, done)
+    else:  # the checkout's path: one statement
+        reply = views.checkout_reply(done)
+        assert done.payment_id is not None
+        async with ctx.pool.acquire() as conn:
+            changed = await store.confirm_paid(
+                conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
+                points_pending=done.points_pending, reply_status=reply.status,
+                reply_body=reply.body, event=outbox.pending(
+                    source=SOURCE, subject="orders.order.confirmed", aggregate_id=str(order.id),
+                    message=messages.confirmed(done)))
+    if not changed:
+        return await _captured_too_late(ctx, order.id, payment)
+    await settle_points(ctx, done)
+    return done
+
+
+async def _confirm_refunded(ctx: Context, order: Order, done: Order) -> bool:
+    """Confirm an order whose payment was partly refunded meanwhile, with that refund."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         changed = await store.change_status(
             conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
-            points_pending=done.points_pending, refunded=refunded or None)
+            points_pending=done.points_pending, refunded=done.refunded)
         if changed:
             await store.sell_held(conn, order.lines)
             if order.from_cart:
                 await carts.remove_ordered(conn, order.id)
             await outbox.add_event(conn, source=SOURCE, subject="orders.order.confirmed",
                                    aggregate_id=str(order.id), message=messages.confirmed(done))
-            if refunded:
-                await outbox.add_event(
-                    conn, source=SOURCE, subject="orders.order.refunded",
-                    aggregate_id=str(order.id),
-                    message=messages.refunded(done, amount=refunded, refunded_total=refunded))
+            await outbox.add_event(
+                conn, source=SOURCE, subject="orders.order.refunded",
+                aggregate_id=str(order.id),
+                message=messages.refunded(done, amount=done.refunded,
+                                          refunded_total=done.refunded))
             await _complete_key(conn, done)
-    if not changed:
-        return await _captured_too_late(ctx, order.id, payment)
-    await settle_points(ctx, done)
-    return done
+    return changed
 
 
 async def _captured_too_late(ctx: Context, order_id: uuid.UUID, payment: Payment) -> Order:

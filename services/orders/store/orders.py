@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.common.outbox import Pending
 from services.orders.store.stock import (  # noqa: F401  (re-exported)
     OutOfStock,
     StaleHotness,
@@ -138,6 +139,62 @@ async def change_status(
         order_id, was, now, payment_id, cancel_reason, points_pending, refunded,
     )
     return bool(done)
+
+
+# PENDING → CONFIRMED as one statement, so one round trip and no BEGIN/COMMIT of its own.
+# Every part hangs off `changed`: an order no longer PENDING changes nothing at all. The
+# locks are taken in the order every other transaction takes them: the order row, then its
+# SKUs' rows in SKU order (`locked`), then the idempotency key's row. A held count that would
+# go negative breaks `skus.held >= 0` and fails the whole statement. The last SELECT reads
+# the parts in turn, which runs them in that order.
+_CONFIRM = """
+WITH changed AS (
+    UPDATE orders SET status = $12, payment_id = $3,
+        points_pending = points_pending OR $4, updated_at = now()
+    WHERE id = $1 AND status = $2
+    RETURNING id, member_id, from_cart
+), lines AS (
+    SELECT l.sku_id, l.quantity FROM order_lines l JOIN changed c ON l.order_id = c.id
+), locked AS (
+    SELECT s.id FROM skus s JOIN lines ON lines.sku_id = s.id ORDER BY s.id FOR UPDATE OF s
+), sold AS (
+    UPDATE skus s SET sold = s.sold + lines.quantity, held = s.held - lines.quantity,
+        updated_at = now()
+    FROM lines JOIN locked ON locked.id = lines.sku_id WHERE s.id = lines.sku_id
+    RETURNING s.id
+), uncarted AS (
+    DELETE FROM cart_items ci USING changed c, lines
+    WHERE c.from_cart AND ci.member_id = c.member_id AND ci.sku_id = lines.sku_id
+    RETURNING 1
+), announced AS (
+    INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers)
+    SELECT $5::uuid, $6::text, $7::text, $8::bytea, $9::jsonb FROM changed
+    RETURNING 1
+), answered AS (
+    UPDATE idempotency_keys k SET status = 'done', response_status = $10, response_body = $11
+    FROM changed WHERE k.order_id = changed.id AND k.status = 'in_flight'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM changed) > 0, (SELECT count(*) FROM sold),
+       (SELECT count(*) FROM uncarted), (SELECT count(*) FROM announced),
+       (SELECT count(*) FROM answered)
+"""
+
+
+async def confirm_paid(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, was: str, now: str, payment_id: uuid.UUID,
+    points_pending: bool, event: Pending, reply_status: int, reply_body: bytes,
+) -> bool:
+    """Confirm a paid order: status, held units sold, its cart lines gone, `event` in the
+    outbox and the checkout's answer stored, all or nothing; False if it was not `was`.
+
+    For a payment with nothing refunded yet (the checkout's own path); `change_status` and
+    friends in one transaction cover the rest.
+    """
+    return bool(await conn.fetchval(
+        _CONFIRM, order_id, was, payment_id, points_pending, event.event_id, event.subject,
+        event.aggregate_id, event.payload, event.headers, reply_status, reply_body, now,
+    ))
 
 
 async def add_partial_refund(

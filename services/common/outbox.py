@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,20 @@ async def add_event(
         row.event_id, row.subject, row.aggregate_id, row.payload, row.headers,
     )
     return row.event_id
+
+
+async def add_events(conn: asyncpg.Connection, events: Sequence[Pending]) -> None:
+    """Insert events (made by `pending`) into the outbox in one statement, in the order
+    given: their `seq` follows it, and the relay is notified once."""
+    if not events:
+        return
+    await conn.execute(
+        "INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers) "
+        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[])",
+        [e.event_id for e in events], [e.subject for e in events],
+        [e.aggregate_id for e in events], [e.payload for e in events],
+        [e.headers for e in events],
+    )
 
 
 class OutboxRelay:

@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from grpc import aio
 from marketplace.membership.v1 import membership_pb2_grpc as pb_grpc
 
-from services.common import grpcutil, inbox, runtime, web
+from services.common import grpcutil, runtime, web
 from services.common.runtime import Infra
-from services.membership import handlers, rpc
+from services.membership import batch, handlers, rpc
 from services.membership.api import router
 from services.membership.api.deps import Context
 from services.membership.keys import KeyRing, LocalVerifier
@@ -72,7 +72,7 @@ async def start(settings: MembershipSettings) -> Service:
                              rpc.ALLOWED_CALLERS)
     pb_grpc.add_MembershipServiceServicer_to_server(rpc.MembershipServicer(infra.pool), server)
     infra.consumers.append(
-        inbox.Consumer(
+        batch.OrderConsumer(
             pool=infra.pool, bus=infra.bus, name=handlers.CONSUMER, stream=handlers.STREAM,
             subjects=handlers.SUBJECTS, handler=handlers.handle,
             linger_s=settings.consumer_linger_ms / 1000,

@@ -10,10 +10,12 @@ from marketplace.events.v1 import events_pb2 as ev
 
 from services.common.events import Event
 from services.membership import loyalty
+from services.membership.confirmations import Confirmation
 
 CONSUMER = "membership-orders"
 STREAM = "ORDERS"
-SUBJECTS = ("orders.order.confirmed", "orders.order.refunded")
+CONFIRMED = "orders.order.confirmed"
+SUBJECTS = (CONFIRMED, "orders.order.refunded")
 
 
 async def handle(conn: asyncpg.Connection, event: Event) -> None:
@@ -26,19 +28,24 @@ async def handle(conn: asyncpg.Connection, event: Event) -> None:
         raise ValueError(f"membership does not handle {event.subject}")
 
 
-async def on_order_confirmed(
-    conn: asyncpg.Connection, message: ev.OrderConfirmed, event: Event
-) -> None:
+def confirmation(message: ev.OrderConfirmed, event: Event) -> Confirmation:
+    """The confirmation an `orders.order.confirmed` event carries, whichever path applies it."""
     confirmed_at = (
         message.confirmed_at.ToDatetime(tzinfo=UTC)
         if message.HasField("confirmed_at") else event.time
     )
+    return Confirmation(order_id=uuid.UUID(message.order_id),
+                        member_id=uuid.UUID(message.member_id), total=message.total.amount,
+                        confirmed_at=confirmed_at)
+
+
+async def on_order_confirmed(
+    conn: asyncpg.Connection, message: ev.OrderConfirmed, event: Event
+) -> None:
+    order = confirmation(message, event)
     await loyalty.order_confirmed(
-        conn,
-        order_id=uuid.UUID(message.order_id),
-        member_id=uuid.UUID(message.member_id),
-        total=message.total.amount,
-        confirmed_at=confirmed_at,
+        conn, order_id=order.order_id, member_id=order.member_id, total=order.total,
+        confirmed_at=order.confirmed_at,
     )
 
 

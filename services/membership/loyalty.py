@@ -24,10 +24,25 @@ from services.membership.store import points as store
 from services.membership.store.members import MemberRow
 
 SOURCE = "membership"
+POINTS_CHANGED, TIER_CHANGED = "membership.points.changed", "membership.tier.changed"
 
 
 class NotYetApplicable(Exception):
     """The event refers to something not known here (yet); the inbox retries it later."""
+
+
+def points_changed(
+    *, member_id: uuid.UUID, delta: int, balance: int, reason: str, order_id: uuid.UUID
+) -> ev.PointsChanged:
+    return ev.PointsChanged(member_id=str(member_id), delta=delta, balance=balance,
+                            reason=reason, order_id=str(order_id))
+
+
+def tier_changed(member_id: uuid.UUID, *, old_tier: str, new_tier: str) -> ev.TierChanged:
+    changed_at = Timestamp()
+    changed_at.FromDatetime(datetime.now(UTC))
+    return ev.TierChanged(member_id=str(member_id), old_tier=old_tier, new_tier=new_tier,
+                          changed_at=changed_at)
 
 
 async def publish_points_changed(
@@ -35,9 +50,9 @@ async def publish_points_changed(
     order_id: uuid.UUID,
 ) -> None:
     await outbox.add_event(
-        conn, source=SOURCE, subject="membership.points.changed", aggregate_id=str(member_id),
-        message=ev.PointsChanged(member_id=str(member_id), delta=delta, balance=balance,
-                                 reason=reason, order_id=str(order_id)),
+        conn, source=SOURCE, subject=POINTS_CHANGED, aggregate_id=str(member_id),
+        message=points_changed(member_id=member_id, delta=delta, balance=balance,
+                               reason=reason, order_id=order_id),
     )
 
 
@@ -46,13 +61,9 @@ async def _set_spend(conn: asyncpg.Connection, member: MemberRow, spend: int) ->
     new_tier = tier_for_spend(spend).value
     await members.set_spend_and_tier(conn, member.id, lifetime_spend=spend, tier=new_tier)
     if new_tier != member.tier:
-        changed_at = Timestamp()
-        changed_at.FromDatetime(datetime.now(UTC))
         await outbox.add_event(
-            conn, source=SOURCE, subject="membership.tier.changed",
-            aggregate_id=str(member.id),
-            message=ev.TierChanged(member_id=str(member.id), old_tier=member.tier,
-                                   new_tier=new_tier, changed_at=changed_at),
+            conn, source=SOURCE, subject=TIER_CHANGED, aggregate_id=str(member.id),
+            message=tier_changed(member.id, old_tier=member.tier, new_tier=new_tier),
         )
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from services.membership.domain.standing import Standing
 
 _COLUMNS = (
     "id, email, password_hash, name, birth_year, region, gender, tier, lifetime_spend, "
@@ -75,6 +78,21 @@ async def by_id(
                                     member_id))
 
 
+async def lock_many(
+    conn: asyncpg.Connection, member_ids: Collection[uuid.UUID]
+) -> list[MemberRow]:
+    """The members found among `member_ids`, locked until the transaction ends.
+
+    In id order, so that two replicas locking overlapping sets wait on each other instead
+    of deadlocking.
+    """
+    records = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM members WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        list(member_ids),
+    )
+    return [MemberRow(**dict(r)) for r in records]
+
+
 async def by_email(conn: asyncpg.Connection | asyncpg.Pool, email: str) -> MemberRow | None:
     return _row(await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM members WHERE lower(email) = lower($1)", email
@@ -94,6 +112,21 @@ async def set_spend_and_tier(
     await conn.execute(
         "UPDATE members SET lifetime_spend = $2, tier = $3 WHERE id = $1",
         member_id, lifetime_spend, tier,
+    )
+
+
+async def set_standings(
+    conn: asyncpg.Connection, standings: Mapping[uuid.UUID, Standing]
+) -> None:
+    """Store each member's spend, tier and balance; the caller holds their row locks."""
+    await conn.execute(
+        "UPDATE members m SET lifetime_spend = s.lifetime_spend, tier = s.tier, "
+        "points_balance = s.points_balance "
+        "FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[]) "
+        "AS s (id, lifetime_spend, tier, points_balance) WHERE m.id = s.id",
+        list(standings), [s.lifetime_spend for s in standings.values()],
+        [s.tier.value for s in standings.values()],
+        [s.points_balance for s in standings.values()],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +39,27 @@ class MemberOrder:
     points_earned: int
 
 
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """A ledger entry worked out by the caller, who holds the member row lock."""
+
+    member_id: uuid.UUID
+    delta: int
+    balance_after: int
+    reason: str
+    order_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmedOrder:
+    order_id: uuid.UUID
+    member_id: uuid.UUID
+    total: int
+    tier_at_order: str
+    points_earned: int
+    confirmed_at: datetime
+
+
 async def post(
     conn: asyncpg.Connection,
     *,
@@ -69,6 +91,21 @@ async def post(
         member_id, delta, reason, order_id, refunded_total,
     )
     return None if balance is None else int(balance)
+
+
+async def append(conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
+    """Add ledger entries in the order given, in one statement; the balances are the
+    caller's to store. An entry applied before violates the ledger's unique key and fails
+    the statement (`post` is the one that skips it)."""
+    if not postings:
+        return
+    await conn.execute(
+        "INSERT INTO points_ledger (member_id, delta, balance_after, reason, order_id) "
+        "SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[])",
+        [p.member_id for p in postings], [p.delta for p in postings],
+        [p.balance_after for p in postings], [p.reason for p in postings],
+        [p.order_id for p in postings],
+    )
 
 
 async def ledger_page(
@@ -154,6 +191,20 @@ async def insert_order(
         order_id, member_id, total, tier_at_order, points_earned, confirmed_at,
     )
     return bool(inserted)
+
+
+async def insert_orders(conn: asyncpg.Connection, orders: Sequence[ConfirmedOrder]) -> int:
+    """Insert confirmed orders in one statement; how many were new (the others were
+    confirmed before and are left as they are)."""
+    rows = await conn.fetch(
+        "INSERT INTO member_orders (order_id, member_id, total, tier_at_order, points_earned, "
+        "confirmed_at) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], "
+        "$5::bigint[], $6::timestamptz[]) ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+        [o.order_id for o in orders], [o.member_id for o in orders], [o.total for o in orders],
+        [o.tier_at_order for o in orders], [o.points_earned for o in orders],
+        [o.confirmed_at for o in orders],
+    )
+    return len(rows)
 
 
 async def order(

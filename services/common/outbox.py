@@ -100,6 +100,7 @@ class OutboxRelay:
         self.dsn, self.bus, self.schema = dsn, bus, schema
         self.batch_size, self.poll_s, self.linger_s = batch_size, poll_s, linger_s
         self._wake = asyncio.Event()
+        self._unmarked: list[int] = []  # published, marked by the next statement
         self.published_total = 0
         self.backlog = 0
         self.is_leader = False
@@ -144,28 +145,37 @@ class OutboxRelay:
                     await asyncio.sleep(self.linger_s)
         finally:
             self.is_leader = False
+            with contextlib.suppress(Exception):  # else the next leader publishes them again
+                await asyncio.shield(self._mark(conn))
             await conn.close(timeout=2)
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
 
     async def drain(self, conn: asyncpg.Connection) -> int:
-        """Publish pending rows batch by batch until none is left; returns how many went."""
+        """Publish pending rows batch by batch until none is left; returns how many went.
+
+        Rows JetStream has acknowledged are marked published by the statement that asks
+        for the next batch (the next round's, when this one drained everything), so a
+        batch costs one round trip, not two. Until then they are still pending in the
+        table: a relay that dies before marking them publishes them again, under the same
+        Nats-Msg-Id, which JetStream and the consumers' inboxes drop.
+        """
         total = 0
         while True:
             rows = await conn.fetch(
+                "WITH marked AS (UPDATE outbox SET published_at = now() "
+                "  WHERE seq = ANY($2::bigint[]) AND published_at IS NULL) "
                 "SELECT seq, event_id, subject, aggregate_id, payload, headers FROM outbox "
-                "WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-                self.batch_size,
+                "WHERE published_at IS NULL AND seq <> ALL($2::bigint[]) ORDER BY seq LIMIT $1",
+                self.batch_size, self._unmarked,
             )
+            self._unmarked = []
             self.backlog = len(rows)
             if not rows:
                 return total
             sent = await self._publish(rows)
-            if sent:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", sent
-                )
+            self._unmarked = sent
             total += len(sent)
             self.published_total += len(sent)
             if len(sent) < len(rows):
@@ -173,6 +183,14 @@ class OutboxRelay:
             if len(rows) < self.batch_size:  # drained: no need to ask again until woken
                 self.backlog = 0
                 return total
+
+    async def _mark(self, conn: asyncpg.Connection) -> None:
+        """Mark what was published and not yet marked (on the way out)."""
+        if self._unmarked and not conn.is_closed():
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[]) "
+                "AND published_at IS NULL", self._unmarked)
+            self._unmarked = []
 
     async def _publish(self, rows: list[asyncpg.Record]) -> list[int]:
         """Aggregates go out side by side; within one, strictly in sequence."""

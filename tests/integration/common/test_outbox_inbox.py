@@ -216,3 +216,40 @@ async def test_poison_event_goes_to_dead_letter_and_the_rest_keeps_flowing(order
     assert dead["deliveries"] == 3
     orders = {r["order_id"] for r in await orders_pool.fetch("SELECT order_id FROM effects")}
     assert orders == {"good-1", "good-2"}
+
+
+async def test_a_batch_is_marked_published_by_the_statement_that_asks_for_the_next(
+    orders_pool, bus, database
+):
+    for i in range(3):
+        await place(orders_pool, f"mark-{i}")
+    relay = OutboxRelay(database.dsn(SCHEMA), bus, schema=SCHEMA)
+    sent: list[str] = []
+    async with orders_pool.acquire() as conn:
+        # asyncpg looks up an array type on a connection's first use of it; not the relay's.
+        await conn.fetchval("SELECT $1::bigint[]", [])
+        with conn.query_logger(lambda q: sent.append(q.query)):
+            assert await relay.drain(conn) == 3
+            await asyncio.sleep(0)  # asyncpg hands query logs over with call_soon
+            assert len(sent) == 1, sent  # one round trip for the whole batch
+            assert await _pending(orders_pool) == 3, "published, marked by the next statement"
+
+            assert await relay.drain(conn) == 0
+            await asyncio.sleep(0)
+            assert len(sent) == 2, sent
+    assert await _pending(orders_pool) == 0
+    assert len(await stream_messages(bus, 3)) == 3
+
+
+async def test_a_relay_that_stops_marks_what_it_published(orders_pool, bus, database):
+    relay = OutboxRelay(database.dsn(SCHEMA), bus, schema=SCHEMA, poll_s=30)
+    async with running(relay.run()):
+        await eventually(lambda: _leaders(relay), until=lambda n: n == 1, what="leader")
+        await place(orders_pool, "o-stopping")
+        await eventually(lambda: _published(relay), until=lambda n: n == 1, what="published")
+        assert await _pending(orders_pool) == 1  # the next round would mark it (in 30 s)
+    assert await _pending(orders_pool) == 0  # marked on the way out: a successor skips it
+
+
+async def _published(relay: OutboxRelay) -> int:
+    return relay.published_total

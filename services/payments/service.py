@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -166,16 +167,17 @@ async def authorize(*, deps: Deps, command: AuthorizePayment) -> pb.Payment:
         try:
             # A concurrent call for the same order or key loses on a unique index and
             # retries: then it finds the winner's answer (the first attempt just looked).
-            async with deps.pool.acquire() as conn, conn.transaction():
+            async with deps.pool.acquire() as conn:
                 earlier = (await _earlier_authorization(conn, command, request_hash)
                            if attempt == 2 else None)
                 if earlier is not None:
                     return earlier
-                if captured is None:
+                if captured is not None:  # one statement, its own transaction
+                    return await _record_sale(deps, conn, command, request_hash, result)
+                async with conn.transaction():
                     change = await _new_payment(conn, command, request_hash, result)
                     return await _record(conn, method="Authorize", key=command.key,
                                          request_hash=request_hash, change=change)
-                return await _record_sale(deps, conn, command, request_hash, result)
         except asyncpg.UniqueViolationError:
             if attempt == 2:
                 raise
@@ -188,27 +190,28 @@ async def _record_sale(
 ) -> pb.Payment:
     """An authorization captured at once: the payment in its final state, both journal
     entries, one event (`captured` carries the whole payment: amount, captured, status),
-    and the answer under both keys."""
+    and the answer under both keys, all in one statement."""
     authorized = rules.authorized(command.amount)
     state = rules.capture(authorized, 0)
-    commission = ledger.commission_on(state.captured, deps.commission_bps)
-    row = await store.insert(
-        conn, order_id=command.order_id, member_id=command.member_id,
-        merchant_id=command.merchant_id, state=state, currency=command.currency,
-        decline_code=None, processor_ref=result.reference, request_hash=request_hash,
-        commission=commission,
-    )
-    change = _captured(deps, row.with_state(authorized), state)
+    # The row as it will be; the database adds seq and created_at, which neither the event
+    # nor the answer carries.
+    row = store.PaymentRow(
+        id=uuid.uuid4(), seq=0, order_id=command.order_id, member_id=command.member_id,
+        merchant_id=command.merchant_id, status=authorized.status, currency=command.currency,
+        amount=authorized.amount, captured=authorized.captured, refunded=authorized.refunded,
+        commission=0, decline_code=None, processor_ref=result.reference,
+        request_hash=request_hash, created_at=datetime.now(UTC))
+    change = _captured(deps, row, state)
     assert change.posting is not None
-    await store.post_all(conn, payment_id=row.id, currency=row.currency,
-                         postings=[ledger.authorize(row.amount), change.posting])
-    await _record_event(conn, change)
     answer = to_proto(change.row)
     capture = CapturePayment(key=command.capture_key, payment_id=row.id, amount=0)
-    await store.save_answers(
-        conn, [("Authorize", command.key, request_hash),
-               ("Capture", capture.key, capture.fingerprint())],
-        payment_id=row.id, response=answer.SerializeToString())
+    await store.insert_sale(
+        conn, change.row, postings=[ledger.authorize(row.amount), change.posting],
+        event=outbox.pending(source=SOURCE, subject=change.subject, aggregate_id=str(row.id),
+                             message=_event(change.row)),
+        answers=[("Authorize", command.key, request_hash),
+                 ("Capture", capture.key, capture.fingerprint())],
+        response=answer.SerializeToString())
     return answer
 
 

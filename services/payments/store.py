@@ -9,6 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.common.outbox import Pending
 from services.payments.domain.ledger import Posting, merchant_payable
 from services.payments.domain.payment import PaymentState, PaymentStatus
 
@@ -218,6 +219,68 @@ async def post_all(
         [n for _, _, n in lines],
     )
     return sorted({r["entry_id"] for r in rows})
+
+
+# A sale as one statement (so one round trip, and no BEGIN/COMMIT of its own): the payment,
+# its journal entries with their lines, its event and its answer under every key. The
+# deferred balance triggers run at the statement's commit; a second payment for the order
+# or a key already answered fails all of it on a unique index.
+_SALE = f"""
+WITH p AS (
+    INSERT INTO payments (id, order_id, member_id, merchant_id, status, currency, amount,
+        captured, refunded, decline_code, processor_ref, request_hash, commission)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    RETURNING {_COLUMNS}
+), e AS (
+    INSERT INTO journal_entries (payment_id, kind, currency)
+    SELECT p.id, k.kind, p.currency FROM p, unnest($14::text[]) WITH ORDINALITY AS k(kind, n)
+    ORDER BY k.n RETURNING id, kind
+), l AS (
+    INSERT INTO journal_lines (entry_id, account, amount)
+    SELECT e.id, l.account, l.amount FROM e
+    JOIN unnest($15::text[], $16::text[], $17::bigint[]) AS l(kind, account, amount)
+      ON l.kind = e.kind
+    RETURNING entry_id
+), o AS (
+    INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers)
+    SELECT $18::uuid, $19::text, $20::text, $21::bytea, $22::jsonb FROM p
+    RETURNING 1
+), a AS (
+    INSERT INTO idempotency_keys (method, key, request_hash, payment_id, response)
+    SELECT x.m, x.k, x.h, p.id, $26::bytea FROM p,
+        unnest($23::text[], $24::text[], $25::text[]) AS x(m, k, h)
+    RETURNING 1
+)
+SELECT * FROM p
+"""
+
+
+async def insert_sale(
+    conn: asyncpg.Connection, payment: PaymentRow, *, postings: Sequence[Posting],
+    event: Pending, answers: Sequence[tuple[str, str, str]], response: bytes,
+) -> PaymentRow:
+    """Record a sale in one statement: `payment` (its id, state and amounts; the database
+    gives it `seq` and `created_at`), `postings` (distinct kinds, in order), `event` and
+    `response` under each (method, key, request_hash) of `answers`.
+
+    Raises UniqueViolationError when the order already has a payment or a key an answer.
+    """
+    kinds = [x.kind for x in postings]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"one statement posts entries of distinct kinds, not {kinds}")
+    lines = [(x.kind, account, amount) for x in postings for account, amount in x.lines]
+    p = payment
+    record = await conn.fetchrow(
+        _SALE, p.id, p.order_id, p.member_id, p.merchant_id, p.status.value, p.currency,
+        p.amount, p.captured, p.refunded, p.decline_code, p.processor_ref, p.request_hash,
+        p.commission, kinds, [k for k, _, _ in lines], [a for _, a, _ in lines],
+        [n for _, _, n in lines], event.event_id, event.subject, event.aggregate_id,
+        event.payload, event.headers, [m for m, _, _ in answers], [k for _, k, _ in answers],
+        [h for _, _, h in answers], response,
+    )
+    row = _row(record)
+    assert row is not None
+    return row
 
 
 async def account_balance(conn: asyncpg.Connection, *, account: str, currency: str) -> int:

@@ -171,17 +171,22 @@ async def _open(
     ctx: Context, *, member: Member, request: CheckoutRequest, skus: _Skus | None, key: str,
     request_hash: str,
 ) -> Order:
-    """Steps 1 and 2: price the order, then one transaction claims the idempotency key,
-    reserves the stock and commits the order PENDING with `orders.order.placed`.
+    """Steps 1 and 2: price the order, then claim the idempotency key, reserve the stock
+    and commit the order PENDING with `orders.order.placed`, all or nothing: as one
+    statement when no SKU of it is known to be bucketed, else as one transaction.
 
-    Claiming inside that transaction costs no commit of its own: a concurrent request with
-    the same key waits on the key's row until this one commits (then it finds the order,
-    409 in flight) or rolls back (then it proceeds as if first).
+    Claiming inside that statement or transaction costs no commit of its own: a concurrent
+    request with the same key waits on the key's row until this one commits (then it finds
+    the order, 409 in flight) or rolls back (then it proceeds as if first).
     """
     order = await _price(ctx, member=member, request=request, key=key, skus=skus)
     now = datetime.now(UTC)
+    retry_at = now + timedelta(seconds=ctx.settings.recovery_grace_s)
     hot: frozenset[uuid.UUID] | None = frozenset(
         line.sku_id for line in order.lines if ctx.admission.hot.get(line.sku_id))
+    if not hot and await _placed_at_once(ctx, order, request_hash=request_hash,
+                                         retry_at=retry_at):
+        return order
     for attempt in (1, 2):
         try:
             async with ctx.pool.acquire() as conn, conn.transaction():
@@ -191,8 +196,7 @@ async def _open(
                 if held is not None:
                     raise _KeyHeld(held)
                 await _reserve(ctx, conn, order, hot=hot)
-                await store.insert_order(
-                    conn, order, retry_at=now + timedelta(seconds=ctx.settings.recovery_grace_s))
+                await store.insert_order(conn, order, retry_at=retry_at)
                 await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
                                        aggregate_id=str(order.id), message=messages.placed(order))
             return order
@@ -204,6 +208,32 @@ async def _open(
             hot = None
             ctx.admission.hot.forget(line.sku_id for line in order.lines)
     raise AssertionError("unreachable")
+
+
+async def _placed_at_once(
+    ctx: Context, order: Order, *, request_hash: str, retry_at: datetime
+) -> bool:
+    """Most checkouts (no SKU bucketed, enough units, a fresh key): step 2 as one statement.
+
+    Raises _KeyHeld as the transaction would. False when it could not take the stock as
+    remembered (it wrote nothing): then the transaction path decides, precisely.
+    """
+    async with ctx.pool.acquire() as conn:
+        try:
+            if await store.place(
+                conn, order, retry_at=retry_at, request_hash=request_hash,
+                claim_timeout_s=ctx.settings.idempotency_claim_timeout_s,
+                event=outbox.pending(source=settle.SOURCE, subject="orders.order.placed",
+                                     aggregate_id=str(order.id),
+                                     message=messages.placed(order))):
+                return True
+        except store.NotPlaced:
+            return False
+        held = await idempotency.lookup(conn, member_id=order.member_id,
+                                        key=order.idempotency_key, live_only=False)
+    if held is None:  # the holder's claim expired and was purged just now: start over
+        return False
+    raise _KeyHeld(held)
 
 
 async def _reserve(

@@ -6,6 +6,19 @@ import uuid
 
 import asyncpg
 
+# $1 member, $2 key, $3 request hash, $4 claim timeout (s), $5 order; a row when claimed.
+CLAIM = (
+    "INSERT INTO idempotency_keys (member_id, key, request_hash, status, order_id) "
+    "VALUES ($1, $2, $3, 'in_flight', $5) "
+    "ON CONFLICT (member_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
+    "  status = 'in_flight', order_id = EXCLUDED.order_id, response_status = NULL, "
+    "  response_body = NULL, created_at = now(), expires_at = now() + interval '24 hours' "
+    "WHERE idempotency_keys.expires_at < now() OR (idempotency_keys.status = 'in_flight' "
+    "  AND idempotency_keys.order_id IS NULL "
+    "  AND idempotency_keys.created_at < now() - make_interval(secs => $4)) "
+    "RETURNING true"
+)
+
 
 async def claim(
     conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str, request_hash: str,
@@ -19,18 +32,7 @@ async def claim(
     under the claim-first protocol of earlier versions), is taken over: nothing happened
     under it that a retry could repeat.
     """
-    claimed = await conn.fetchval(
-        "INSERT INTO idempotency_keys (member_id, key, request_hash, status, order_id) "
-        "VALUES ($1, $2, $3, 'in_flight', $5) "
-        "ON CONFLICT (member_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
-        "  status = 'in_flight', order_id = EXCLUDED.order_id, response_status = NULL, "
-        "  response_body = NULL, created_at = now(), expires_at = now() + interval '24 hours' "
-        "WHERE idempotency_keys.expires_at < now() OR (idempotency_keys.status = 'in_flight' "
-        "  AND idempotency_keys.order_id IS NULL "
-        "  AND idempotency_keys.created_at < now() - make_interval(secs => $4)) "
-        "RETURNING true",
-        member_id, key, request_hash, claim_timeout_s, order_id,
-    )
+    claimed = await conn.fetchval(CLAIM, member_id, key, request_hash, claim_timeout_s, order_id)
     if claimed:
         return None
     row = await lookup(conn, member_id=member_id, key=key, live_only=False)

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from services.common.outbox import Pending
+from services.orders.store import idempotency
 from services.orders.store.stock import (  # noqa: F401  (re-exported)
     OutOfStock,
     StaleHotness,
@@ -78,6 +79,92 @@ async def insert_order(conn: asyncpg.Connection, order: Order, *, retry_at: date
         [x.category for x in lines], [x.quantity for x in lines],
         [x.unit_price for x in lines], [x.line_total for x in lines],
     )
+
+
+class NotPlaced(Exception):
+    """The one-statement placement could not take a line's stock as remembered (too few
+    units, or the SKU bucketed since): it wrote nothing, and the transaction path decides."""
+
+
+# A checkout whose SKUs are all known not to be bucketed, as one statement (one round trip,
+# no BEGIN/COMMIT of its own): claim the key (its row lock first, as in the transaction
+# path), take the stock of every line in SKU order, insert the order, its lines and
+# `orders.order.placed`. A key held by another request claims nothing, so nothing else
+# happens. A line it cannot take fails the whole statement: too few units break
+# `skus.stock >= 0`, and a SKU bucketed since (whose units are in its buckets) is not taken,
+# so its line has no `sku_id` and breaks NOT NULL.
+_PLACE = f"""
+WITH claimed AS (
+    {idempotency.CLAIM}
+), want AS (
+    SELECT w.sku_id, w.quantity FROM unnest($18::uuid[], $22::int[]) AS w(sku_id, quantity)
+    WHERE EXISTS (SELECT 1 FROM claimed)
+), locked AS (
+    SELECT s.id FROM skus s JOIN want ON want.sku_id = s.id WHERE NOT s.bucketed
+    ORDER BY s.id FOR UPDATE OF s
+), taken AS (
+    UPDATE skus s SET stock = s.stock - want.quantity, held = s.held + want.quantity,
+        updated_at = now()
+    FROM want JOIN locked ON locked.id = want.sku_id WHERE s.id = want.sku_id
+    RETURNING s.id
+), placed AS (
+    INSERT INTO orders (id, member_id, status, subtotal, discount, points_redeemed, total,
+        currency, payment_token, idempotency_key, payment_deadline, retry_at, created_at,
+        from_cart)
+    SELECT $5, $1, $6::text, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::text,
+        $12::text, $2, $13::timestamptz, $14::timestamptz, $15::timestamptz, $16::boolean
+    FROM claimed
+    RETURNING id
+), lined AS (
+    INSERT INTO order_lines (order_id, line_no, sku_id, product_id, merchant_id, category,
+        quantity, unit_price, line_total)
+    SELECT placed.id, l.line_no, taken.id, l.product_id, l.merchant_id, l.category,
+        l.quantity, l.unit_price, l.line_total
+    FROM placed CROSS JOIN unnest($17::int[], $18::uuid[], $19::uuid[], $20::uuid[],
+        $21::text[], $22::int[], $23::bigint[], $24::bigint[])
+        AS l(line_no, sku_id, product_id, merchant_id, category, quantity, unit_price,
+             line_total)
+    LEFT JOIN taken ON taken.id = l.sku_id
+    RETURNING 1
+), announced AS (
+    INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers)
+    SELECT $25::uuid, $26::text, $27::text, $28::bytea, $29::jsonb FROM placed
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM claimed) > 0, (SELECT count(*) FROM taken),
+       (SELECT count(*) FROM lined), (SELECT count(*) FROM announced)
+"""
+
+
+async def place(
+    conn: asyncpg.Connection, order: Order, *, retry_at: datetime, request_hash: str,
+    claim_timeout_s: float, event: Pending,
+) -> bool:
+    """Claim the key, hold the stock and insert the PENDING order with `event`, all or
+    nothing, for lines of SKUs none of which is bucketed; False if the key is held (then
+    nothing was written). Raises NotPlaced when a line's stock could not be taken."""
+    lines = order.lines
+    try:
+        claimed = await conn.fetchval(
+            _PLACE, order.member_id, order.idempotency_key, request_hash, claim_timeout_s,
+            order.id, order.status, order.subtotal, order.discount, order.points_redeemed,
+            order.total, order.currency, order.payment_token, order.payment_deadline, retry_at,
+            order.created_at, order.from_cart, list(range(1, len(lines) + 1)),
+            [x.sku_id for x in lines], [x.product_id for x in lines],
+            [x.merchant_id for x in lines], [x.category for x in lines],
+            [x.quantity for x in lines], [x.unit_price for x in lines],
+            [x.line_total for x in lines], event.event_id, event.subject, event.aggregate_id,
+            event.payload, event.headers,
+        )
+    except asyncpg.CheckViolationError as exc:
+        if exc.table_name != "skus":
+            raise
+        raise NotPlaced(f"order {order.id}: a SKU has too few units") from exc
+    except asyncpg.NotNullViolationError as exc:
+        if (exc.table_name, exc.column_name) != ("order_lines", "sku_id"):
+            raise
+        raise NotPlaced(f"order {order.id}: a SKU is bucketed or gone") from exc
+    return bool(claimed)
 
 
 async def _lines(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:

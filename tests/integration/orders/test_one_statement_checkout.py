@@ -1,4 +1,5 @@
-"""A paid order is confirmed by one statement: all of it happens, or none of it."""
+"""Checkout's two writes as one statement each: placing a PENDING order, confirming a paid
+one. All of either happens, or none of it."""
 
 from __future__ import annotations
 
@@ -30,26 +31,35 @@ async def conn(services: Stack) -> AsyncIterator[asyncpg.Connection]:
     database: FreshDb = services.db
     connection = await db.connect(database.dsn("orders"), schema="orders",
                                   application_name="test")
+    # asyncpg looks up an array type on a connection's first use of it; not checkout's.
+    await connection.fetchval("SELECT $1::int[], $2::uuid[], $3::text[], $4::bigint[]",
+                              [], [], [], [])
     yield connection
     await connection.close()
 
 
-async def _pending(conn: asyncpg.Connection, *, from_cart: bool) -> tuple[Order, list[f.SkuRow]]:
-    """A PENDING order of two lines, its units held and its key in flight, as checkout leaves it."""
-    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
-    member_id = uuid.uuid4()
+def _order(skus: list[f.SkuRow], *, from_cart: bool = False, key: str = "k1",
+           member_id: uuid.UUID | None = None) -> Order:
+    """A new order of 2 units of the first SKU and 3 of the second."""
     lines = tuple(
         Line(sku_id=s.id, product_id=s.product_id, merchant_id=uuid.uuid4(), category="apparel",
              quantity=q, unit_price=s.price, line_total=s.price * q)
         for s, q in zip(skus, (2, 3), strict=True))
     total = sum(x.line_total for x in lines)
     now = datetime.now(UTC)
-    order = Order(
-        id=uuid.uuid4(), member_id=member_id, status="PENDING", subtotal=total, discount=0,
-        points_redeemed=0, total=total, currency="CNY", payment_token="tok_visa",
-        payment_id=None, cancel_reason=None, idempotency_key="k1",
+    return Order(
+        id=uuid.uuid4(), member_id=member_id or uuid.uuid4(), status="PENDING",
+        subtotal=total, discount=0, points_redeemed=0, total=total, currency="CNY",
+        payment_token="tok_visa", payment_id=None, cancel_reason=None, idempotency_key=key,
         payment_deadline=now + timedelta(minutes=5), points_pending=False, created_at=now,
         lines=lines, from_cart=from_cart)
+
+
+async def _pending(conn: asyncpg.Connection, *, from_cart: bool) -> tuple[Order, list[f.SkuRow]]:
+    """A PENDING order of two lines, its units held and its key in flight, as checkout leaves it."""
+    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
+    order = _order(skus, from_cart=from_cart)
+    member_id, lines, now = order.member_id, order.lines, datetime.now(UTC)
     async with conn.transaction():
         assert await idempotency.claim(conn, member_id=member_id, key="k1", request_hash="h",
                                        order_id=order.id, claim_timeout_s=30) is None
@@ -137,3 +147,89 @@ async def test_held_units_that_are_not_there_fail_the_whole_confirmation(
         await _confirm(conn, order, uuid.uuid4())
 
     assert await _state(conn, order, skus) == before  # still PENDING, no event, key in flight
+
+
+def _placed_event(order: Order) -> outbox.Pending:
+    return outbox.pending(source="orders", subject="orders.order.placed",
+                          aggregate_id=str(order.id),
+                          message=ev.OrderPlaced(order_id=str(order.id)))
+
+
+async def _place(conn: asyncpg.Connection, order: Order) -> bool:
+    return await store.place(conn, order, retry_at=datetime.now(UTC), request_hash="h",
+                             claim_timeout_s=30, event=_placed_event(order))
+
+
+async def _written(conn: asyncpg.Connection, skus: list[f.SkuRow]) -> dict:
+    return {
+        "orders": await conn.fetchval("SELECT count(*) FROM orders"),
+        "lines": await conn.fetchval("SELECT count(*) FROM order_lines"),
+        "keys": await conn.fetchval("SELECT count(*) FROM idempotency_keys"),
+        "events": await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE subject = 'orders.order.placed'"),
+        "stock": [await f.stock_of(conn, s.id) for s in skus],
+    }
+
+
+async def test_one_statement_places_the_order_holds_its_units_claims_the_key_and_announces(
+    conn: asyncpg.Connection,
+) -> None:
+    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
+    order = _order(skus)
+    sent: list[str] = []
+
+    def note(query: LoggedQuery) -> None:
+        sent.append(query.query)
+
+    with conn.query_logger(note):
+        assert await _place(conn, order)
+        await asyncio.sleep(0)
+
+    assert len(sent) == 1
+    assert await _written(conn, skus) == {
+        "orders": 1, "lines": 2, "keys": 1, "events": 1,
+        "stock": [{"stock": 8, "held": 2, "sold": 0, "initial_stock": 10, "restocked": 0},
+                  {"stock": 7, "held": 3, "sold": 0, "initial_stock": 10, "restocked": 0}]}
+    stored = await store.get_order(conn, order.id)
+    assert stored is not None
+    assert (stored.status, stored.total, stored.lines) == ("PENDING", order.total, order.lines)
+    assert tuple(await conn.fetchrow(
+        "SELECT status, order_id, request_hash FROM idempotency_keys WHERE member_id = $1 "
+        "AND key = 'k1'", order.member_id)) == ("in_flight", order.id, "h")
+
+
+async def test_a_key_already_held_places_nothing(conn: asyncpg.Connection) -> None:
+    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
+    first = _order(skus)
+    assert await _place(conn, first)
+    before = await _written(conn, skus)
+
+    assert not await _place(conn, _order(skus, member_id=first.member_id))  # same key
+
+    assert await _written(conn, skus) == before
+
+
+async def test_too_few_units_of_any_line_place_nothing_at_all(conn: asyncpg.Connection) -> None:
+    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 2)])
+    before = await _written(conn, skus)
+
+    with pytest.raises(store.NotPlaced):
+        await _place(conn, _order(skus))  # 3 of the second SKU, which has 2
+
+    assert await _written(conn, skus) == before  # not even the first line's units or the key
+
+
+async def test_a_sku_bucketed_since_it_was_remembered_places_nothing(
+    conn: asyncpg.Connection,
+) -> None:
+    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
+    # Bucketed as a flash sale does it: its on-hand units move into its bucket rows.
+    await conn.execute("INSERT INTO sku_stock_buckets (sku_id, bucket, stock) VALUES ($1, 0, 10)",
+                       skus[1].id)
+    await conn.execute("UPDATE skus SET bucketed = true WHERE id = $1", skus[1].id)
+    before = await _written(conn, skus)
+
+    with pytest.raises(store.NotPlaced):
+        await _place(conn, _order(skus))
+
+    assert await _written(conn, skus) == before

@@ -21,4 +21,4 @@ class AnalyticsSettings(ServiceSettings):
     consumer_batch_size: int = Field(default=200, ge=1, le=1000)
     # Wait this long after a partial batch: events then share transactions (fewer commits
     # and statements per event) at the cost of that much more lag (the goal is p99 < 500 ms).
-    consumer_linger_ms: int = Field(default=50, ge=0, le=1000)
+    consumer_linger_ms: int = Field(default=100, ge=0, le=1000)

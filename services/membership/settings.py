@@ -36,7 +36,7 @@ class MembershipSettings(ServiceSettings):
     password_hash_concurrency: int = Field(default=4, ge=1)
     # Wait this long after a partial batch of order events, so that several share one
     # transaction; points then show up to that much later.
-    consumer_linger_ms: int = Field(default=20, ge=0, le=1000)
+    consumer_linger_ms: int = Field(default=50, ge=0, le=1000)
 
     @field_validator("jwt_previous_key_files", "jwt_retired_key_files", mode="before")
     @classmethod

@@ -115,8 +115,14 @@ async def serve(
     grpc_port: int | None = None,
     tasks: list[Coroutine[Any, Any, None]] | None = None,
     stop: asyncio.Event | None = None,
+    stop_within_s: float = 10.0,
 ) -> None:
-    """Run HTTP, gRPC and the background loops until SIGTERM/SIGINT (or `stop`), then stop."""
+    """Run HTTP, gRPC and the background loops until SIGTERM/SIGINT (or `stop`), then stop.
+
+    On the way out the background loops are cancelled and waited for `stop_within_s` at
+    most; one that does not end by then is named in a warning, and the bus and the pool
+    are closed anyway.
+    """
     settings = infra.settings
     if grpc_server is not None:
         grpc_server.add_insecure_port(f"{settings.http_host}:{grpc_port}")
@@ -139,7 +145,8 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     background = [asyncio.create_task(infra.relay.run(), name="outbox-relay")]
     background += [asyncio.create_task(c.run(), name=c.name) for c in infra.consumers]
-    background += [asyncio.create_task(t) for t in tasks or []]
+    background += [asyncio.create_task(t, name=getattr(t, "__qualname__", None))
+                   for t in tasks or []]
     background.append(asyncio.create_task(_observe(infra), name="observe"))
     server_task = asyncio.create_task(_serve_http(http, settings), name="http")
     log.info(
@@ -158,7 +165,14 @@ async def serve(
     finally:  # stopped or failed: nothing keeps running behind the caller's back
         for task in [*background, stopped]:
             task.cancel()
-        await asyncio.gather(*background, stopped, return_exceptions=True)
+        done, late = await asyncio.wait([*background, stopped], timeout=stop_within_s)
+        for task in done:  # retrieved, so that asyncio does not report them as lost
+            if not task.cancelled():
+                task.exception()
+        if late:
+            log.warning("background tasks did not stop in time; closing without them",
+                        extra={"tasks": sorted(t.get_name() for t in late),
+                               "waited_s": stop_within_s})
         await infra.bus.close()
         await infra.pool.close()
         log.info("service stopped")

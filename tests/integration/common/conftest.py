@@ -1,5 +1,5 @@
-"""The shared bus, and a NATS server of a test's own, which the test may stop and start
-again (outages)."""
+"""A NATS server of a test's own, which the test may stop and start again (outages); the
+shared `bus` is in `tests/integration/conftest.py`."""
 
 from __future__ import annotations
 
@@ -10,19 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.cli.natsserver import start_nats, stop_nats
-from services.common.bus import Bus
-from tests.helpers import reset_streams
 from tests.infra import free_port
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    """A connection to the session's NATS, its streams emptied and declared afresh."""
-    await reset_streams(nats_url)
-    b = await Bus.connect(nats_url, name="test")
-    await b.ensure_streams()
-    yield b
-    await b.close()
 
 
 class RestartableNats:

@@ -29,7 +29,7 @@ from services.common.migrations import migrate_service
 from services.membership import handlers
 from services.membership.batch import OrderConsumer
 from services.membership.store import members
-from tests.helpers import eventually, reset_streams
+from tests.helpers import eventually
 from tests.infra import FreshDb
 from tests.integration.common.test_inbox_batches import RecordingPool
 from tests.integration.membership.factories import order_confirmed, order_refunded
@@ -110,15 +110,6 @@ def _decoded(subject: str, payload: bytes) -> dict[str, Any]:
 
 
 MakeMembership = Callable[[], Awaitable[Membership]]
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    await reset_streams(nats_url)
-    b = await Bus.connect(nats_url, name="membership-batch-test")
-    await b.ensure_streams()
-    yield b
-    await b.close()
 
 
 @pytest.fixture

@@ -90,6 +90,16 @@ async def list_payments(
     return [r for r in map(_row, records) if r is not None]
 
 
+# $1 id, $2 order, $3 member, $4 merchant, $5 status, $6 currency, $7 amount, $8 captured,
+# $9 refunded, $10 decline code, $11 processor ref, $12 request hash, $13 commission.
+_INSERT = (
+    "INSERT INTO payments (id, order_id, member_id, merchant_id, status, currency, amount, "
+    "captured, refunded, decline_code, processor_ref, request_hash, commission) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+    f"RETURNING {_COLUMNS}"
+)
+
+
 async def insert(
     conn: asyncpg.Connection, *, order_id: uuid.UUID, member_id: uuid.UUID,
     merchant_id: uuid.UUID, state: PaymentState, currency: str, decline_code: str | None,
@@ -97,11 +107,7 @@ async def insert(
 ) -> PaymentRow:
     """A new payment; raises UniqueViolationError when the order already has one."""
     record = await conn.fetchrow(
-        "INSERT INTO payments (id, order_id, member_id, merchant_id, status, currency, amount, "
-        "captured, refunded, decline_code, processor_ref, request_hash, commission) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
-        f"RETURNING {_COLUMNS}",
-        uuid.uuid4(), order_id, member_id, merchant_id, state.status.value, currency,
+        _INSERT, uuid.uuid4(), order_id, member_id, merchant_id, state.status.value, currency,
         state.amount, state.captured, state.refunded, decline_code, processor_ref, request_hash,
         commission,
     )
@@ -227,10 +233,7 @@ async def post_all(
 # or a key already answered fails all of it on a unique index.
 _SALE = f"""
 WITH p AS (
-    INSERT INTO payments (id, order_id, member_id, merchant_id, status, currency, amount,
-        captured, refunded, decline_code, processor_ref, request_hash, commission)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-    RETURNING {_COLUMNS}
+    {_INSERT}
 ), e AS (
     INSERT INTO journal_entries (payment_id, kind, currency)
     SELECT p.id, k.kind, p.currency FROM p, unnest($14::text[]) WITH ORDINALITY AS k(kind, n)

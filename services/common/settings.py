@@ -57,3 +57,17 @@ class ServiceSettings(BaseSettings):
     def schema(self) -> str:  # type: ignore[override]  # pydantic's deprecated .schema()
         """The Postgres schema this service owns (its own name)."""
         return self.service_name
+
+
+class JwksClientSettings(ServiceSettings):
+    """For the services that verify member access tokens against membership's JWKS."""
+
+    jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
+    # How long the fetched keys are trusted when the JWKS response has no Cache-Control
+    # max-age; a key membership retires is accepted here up to about this long after.
+    jwks_max_age_s: float = Field(default=60.0, ge=0, le=3600)
+    # The most the keys are trusted, whatever max-age the JWKS response gives.
+    jwks_max_age_ceiling_s: float = Field(default=300.0, ge=0, le=3600)
+    # When membership cannot be reached, stale keys stay in use this long past their max
+    # age, so members stay signed in; after that, authenticated requests answer 503.
+    jwks_stale_grace_s: float = Field(default=600.0, ge=0)

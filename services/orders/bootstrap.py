@@ -53,7 +53,7 @@ async def start(settings: OrdersSettings) -> Service:
         settings=settings, pool=infra.pool,
         payments=PaymentsClient(payments_channel, timeout_s=timeout),
         membership=MembershipClient(membership_channel, timeout_s=timeout),
-        verifier=JwksVerifier(settings.jwks_url),
+        verifier=JwksVerifier.from_settings(settings),
         admission=Admission.build(
             burst=settings.member_checkout_burst, per_s=settings.member_checkout_per_s,
             hot_limit=settings.hot_sku_max_in_flight, sold_out_s=settings.sold_out_cache_s,

@@ -7,10 +7,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import JwksClientSettings
 
 
-class OrdersSettings(ServiceSettings):
+class OrdersSettings(JwksClientSettings):
     model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore", frozen=True)
 
     service_name: ClassVar[str] = "orders"
@@ -18,7 +18,6 @@ class OrdersSettings(ServiceSettings):
     http_port: int = 8000
     payments_target: str = "127.0.0.1:50052"
     membership_target: str = "127.0.0.1:50053"
-    jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
     # Admin endpoints answer 401 while no key is configured.
     admin_api_key: SecretStr | None = None
     # Deadline for each gRPC call to payments and membership.

@@ -61,7 +61,7 @@ async def start(settings: PaymentsSettings, *, processor: CardProcessor | None =
         max_in_flight=settings.max_in_flight,
     )
     app.state.ctx = ApiContext(
-        pool=infra.pool, verifier=auth.JwksVerifier(settings.jwks_url),
+        pool=infra.pool, verifier=auth.JwksVerifier.from_settings(settings),
         admin_api_key=settings.admin_api_key.get_secret_value(), currency=settings.currency,
         payments=deps,
     )

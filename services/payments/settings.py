@@ -7,17 +7,16 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import JwksClientSettings
 
 
-class PaymentsSettings(ServiceSettings):
+class PaymentsSettings(JwksClientSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
 
     service_name: ClassVar[str] = "payments"
 
     http_port: int = 8001
     grpc_port: int = 50052
-    jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
     # No default: an admin key nobody chose would be a key everybody knows.
     admin_api_key: SecretStr = Field(min_length=16)
     currency: str = Field(default="CNY", pattern="^[A-Z]{3}$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from services.common.errors import problems, validation_error
 from services.membership import accounts
@@ -40,6 +40,12 @@ async def _sign_in(body: TokenRequest, ctx: Ctx) -> TokenPair:
                                   email=body.email, password=body.password)
 
 
+# How long the other services may trust the published keys before fetching them again:
+# a key retired here (at a restart) is still accepted elsewhere for about this long.
+JWKS_MAX_AGE_S = 60
+
+
 @router.get("/.well-known/jwks.json", include_in_schema=False)
-async def jwks(ctx: Ctx) -> dict[str, list[dict[str, str]]]:
+async def jwks(ctx: Ctx, response: Response) -> dict[str, list[dict[str, str]]]:
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_S}"
     return ctx.issuer.ring.jwks()

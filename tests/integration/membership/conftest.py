@@ -46,6 +46,7 @@ class Running:
     bus: Bus
     db: FreshDb
     key: Ed25519PrivateKey
+    stop: Callable[[], Awaitable[None]]  # idempotent; the fixture stops whatever is left
 
     @property
     def jwks_url(self) -> str:
@@ -84,7 +85,13 @@ async def start_membership(
                                    secret=SECRET, timeout_s=10)
         bus = await Bus.connect(nats_url, name="membership-test")
 
+        stopped = False
+
         async def stop_all() -> None:
+            nonlocal stopped
+            if stopped:
+                return
+            stopped = True
             await bus.close()
             await channel.close()
             await http.aclose()
@@ -93,7 +100,7 @@ async def start_membership(
 
         stops.append(stop_all)
         running = Running(settings, service, http, channel, pb_grpc.MembershipServiceStub(channel),
-                          bus, db, key)
+                          bus, db, key, stop_all)
         await _until_ready(running)
         return running
 

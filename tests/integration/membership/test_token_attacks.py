@@ -17,8 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.common import auth
 from services.membership.keys import public_jwk
+from tests.helpers import eventually
+from tests.infra import free_port
 from tests.integration.membership.conftest import Running, StartMembership, write_key
 from tests.integration.membership.factories import bearer, register, sign_in
+from tests.integration.orders.harness import Stack
 
 
 def _claims(member_id: str, **changes: Any) -> dict[str, Any]:
@@ -124,14 +127,46 @@ async def test_rotation_previous_keys_verify_and_retired_keys_do_not(
     )
     member = await register(membership.http)
 
-    jwks = (await membership.http.get("/.well-known/jwks.json")).json()
-    published = {k["kid"] for k in jwks["keys"]}
+    response = await membership.http.get("/.well-known/jwks.json")
+    # The other services trust the keys this long: a retired key's window elsewhere.
+    assert response.headers["cache-control"] == "public, max-age=60"
+    published = {k["kid"] for k in response.json()["keys"]}
     retired_kid = public_jwk(retired_key.public_key())["kid"]
     assert public_jwk(previous_key.public_key())["kid"] in published
     assert retired_kid not in published
     assert len(published) == 2
     assert await _profile_status(membership, _sign(previous_key, _claims(member["id"]))) == 200
     assert await _profile_status(membership, _sign(retired_key, _claims(member["id"]))) == 401
+
+
+async def test_a_running_orders_service_refuses_a_retired_key_once_the_jwks_max_age_passed(
+    start_membership: StartMembership, nats_url: str, tmp_path: Path
+) -> None:
+    leaked_file = tmp_path / "leaked.pem"
+    leaked = write_key(leaked_file)
+    before = await start_membership(jwt_previous_key_files=f"{leaked_file}")
+    stolen = _sign(leaked, _claims(str((await register(before.http))["id"])))
+    orders = Stack(db=before.db, nats_url=nats_url, tmp=tmp_path, payments_grpc_port=free_port())
+    try:
+        # A 1 s ceiling: the verifier then refetches as often as its rate limit allows (5 s).
+        await orders.start_orders(jwks_url=before.jwks_url, jwks_max_age_ceiling_s=1.0)
+        assert orders.orders is not None
+
+        async def cart_status() -> int:
+            assert orders.orders is not None
+            return (await orders.orders.get("/v1/cart/items", headers=bearer(stolen))).status_code
+
+        assert await cart_status() == 200
+        # The compromise: membership restarts, same address, with the leaked key retired.
+        await before.stop()
+        after = await start_membership(http_port=before.settings.http_port,
+                                       jwt_retired_key_files=f"{leaked_file}")
+        assert await _profile_status(after, stolen) == 401
+
+        await eventually(cart_status, until=lambda status: status == 401, timeout_s=30,
+                         what="orders refusing the retired key")
+    finally:
+        await orders.stop()
 
 
 async def test_the_shared_verifier_accepts_issued_tokens_via_the_jwks(membership: Running) -> None:

@@ -16,8 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from marketplace.events.v1 import events_pb2 as ev
 
 from services.common import outbox
-from services.membership.domain import points as points_rules
 from services.membership.domain import refunds as refund_rules
+from services.membership.domain import standing
 from services.membership.domain.tiers import Tier, tier_for_spend
 from services.membership.store import members
 from services.membership.store import points as store
@@ -56,14 +56,15 @@ async def publish_points_changed(
     )
 
 
-async def _set_spend(conn: asyncpg.Connection, member: MemberRow, spend: int) -> None:
-    """Store the new lifetime spend and the tier it earns; announce a tier change."""
-    new_tier = tier_for_spend(spend).value
-    await members.set_spend_and_tier(conn, member.id, lifetime_spend=spend, tier=new_tier)
-    if new_tier != member.tier:
+async def _set_spend(
+    conn: asyncpg.Connection, member_id: uuid.UUID, *, spend: int, tier: Tier, old_tier: Tier
+) -> None:
+    """Store the lifetime spend and tier; announce a tier change."""
+    await members.set_spend_and_tier(conn, member_id, lifetime_spend=spend, tier=tier.value)
+    if tier != old_tier:
         await outbox.add_event(
-            conn, source=SOURCE, subject=TIER_CHANGED, aggregate_id=str(member.id),
-            message=tier_changed(member.id, old_tier=member.tier, new_tier=new_tier),
+            conn, source=SOURCE, subject=TIER_CHANGED, aggregate_id=str(member_id),
+            message=tier_changed(member_id, old_tier=old_tier.value, new_tier=tier.value),
         )
 
 
@@ -78,21 +79,26 @@ async def order_confirmed(
     conn: asyncpg.Connection, *, order_id: uuid.UUID, member_id: uuid.UUID, total: int,
     confirmed_at: datetime,
 ) -> None:
-    """Add the order to lifetime spend and credit its points; once per order."""
+    """Add the order to lifetime spend and credit its points; once per order.
+
+    The rule is `standing.confirm`'s, as on the batch path (`confirmations`).
+    """
     member = await _lock_member(conn, member_id)
-    earned = points_rules.points_earned(total, Tier(member.tier))
+    done = standing.confirm(member.standing, total)
     if not await store.insert_order(
         conn, order_id=order_id, member_id=member_id, total=total,
-        tier_at_order=member.tier, points_earned=earned, confirmed_at=confirmed_at,
+        tier_at_order=done.before.tier.value, points_earned=done.points,
+        confirmed_at=confirmed_at,
     ):
         return  # confirmed before under another event id
-    if earned:
-        balance = await store.post(conn, member_id=member_id, delta=earned, reason="earn",
-                                   order_id=order_id)
+    if done.points:
+        balance = await store.post(conn, member_id=member_id, delta=done.points,
+                                   reason="earn", order_id=order_id)
         if balance is not None:
-            await publish_points_changed(conn, member_id=member_id, delta=earned,
+            await publish_points_changed(conn, member_id=member_id, delta=done.points,
                                          balance=balance, reason="earn", order_id=order_id)
-    await _set_spend(conn, member, member.lifetime_spend + total)
+    await _set_spend(conn, member_id, spend=done.after.lifetime_spend, tier=done.after.tier,
+                     old_tier=done.before.tier)
 
 
 async def order_refunded(
@@ -121,7 +127,9 @@ async def order_refunded(
         # Restore first: points given back can then cover a reversal the member could not.
         member = await _restore_redeemed(conn, member, order_id)
     await _reverse_earned(conn, member, order, refunded=after)
-    await _set_spend(conn, member, member.lifetime_spend - amount)
+    spend = member.lifetime_spend - amount
+    await _set_spend(conn, member.id, spend=spend, tier=tier_for_spend(spend),
+                     old_tier=Tier(member.tier))
 
 
 async def _reverse_earned(

@@ -10,6 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from services.membership.domain.standing import Standing
+from services.membership.domain.tiers import Tier
 
 _COLUMNS = (
     "id, email, password_hash, name, birth_year, region, gender, tier, lifetime_spend, "
@@ -35,6 +36,11 @@ class MemberRow:
     @property
     def points_available(self) -> int:
         return self.points_balance - self.points_held
+
+    @property
+    def standing(self) -> Standing:
+        return Standing(lifetime_spend=self.lifetime_spend, tier=Tier(self.tier),
+                        points_balance=self.points_balance)
 
 
 def _row(record: asyncpg.Record | None) -> MemberRow | None:

@@ -261,6 +261,40 @@ async def test_orders_of_one_member_in_one_batch_earn_at_the_tier_each_found(
     await all_acked(svc.consumer)
 
 
+async def test_the_per_event_path_earns_at_the_tier_before_an_order_that_lifts_the_member(
+    make_membership: MakeMembership, bus: Bus, sub: JetStreamContext.PullSubscription
+) -> None:
+    svc = await make_membership()
+    [member] = ids(1)
+    await svc.register(member)
+    # BRONZE → SILVER at 1x, then SILVER → GOLD at SILVER's 1x (not GOLD's 1.5x).
+    sent = [order_confirmed(str(member), 900_000), order_confirmed(str(member), 200_000)]
+    for message in sent:
+        await publish(bus, message)
+
+    await svc.one_by_one(await fetch(sub, len(sent)))
+
+    state = await svc.state()
+    assert state["members"] == [(member, "GOLD", 1_100_000, 11_000)]
+    first, second = (uuid.UUID(m.order_id) for m in sent)
+    assert sorted((o[0], o[3], o[4]) for o in state["orders"]) == sorted(
+        [(first, "BRONZE", 9_000), (second, "SILVER", 2_000)])
+    assert state["ledger"] == [(member, first, "earn", 9_000, 9_000),
+                               (member, second, "earn", 2_000, 11_000)]
+
+    def earned(order_id: uuid.UUID, delta: str, balance: str) -> tuple[str, str, dict[str, str]]:
+        return ("membership.points.changed", str(member), {
+            "memberId": str(member), "delta": delta, "balance": balance, "reason": "earn",
+            "orderId": str(order_id)})
+
+    def lifted(old: str, new: str) -> tuple[str, str, dict[str, str]]:
+        return ("membership.tier.changed", str(member),
+                {"memberId": str(member), "oldTier": old, "newTier": new})
+
+    assert state["outbox"] == [earned(first, "9000", "9000"), lifted("BRONZE", "SILVER"),
+                               earned(second, "2000", "11000"), lifted("SILVER", "GOLD")]
+
+
 # ¥400 earns 400 points; 50 fen earns none, so no ledger entry can refuse a second count.
 ONCE = pytest.mark.parametrize("total", [40_000, 50])
 

@@ -1,16 +1,17 @@
 """A run of order confirmations applied together, in a fixed handful of statements.
 
-The rules are `loyalty.order_confirmed`'s, worked out in memory from one locking read of
-the run's members, order after order, so that each sees the spend, tier and balance the
-one before it left: points are earned at the tier held before the order. What only the
-per-event path can decide (an order confirmed before or twice in the run, a member not
-known here) raises, and the consumer applies the batch again event by event.
+The rule is `standing.confirm`, which `loyalty.order_confirmed` applies too, worked out in
+memory from one locking read of the run's members, order after order, so that each sees
+the spend, tier and balance the one before it left: points are earned at the tier held
+before the order. What only the per-event path can decide (an order confirmed before or
+twice in the run, a member not known here) raises, and the consumer applies the batch
+again event by event.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,9 +22,9 @@ from services.common import outbox
 from services.membership import loyalty
 from services.membership.domain import standing
 from services.membership.domain.standing import Standing
-from services.membership.domain.tiers import Tier
 from services.membership.store import members
 from services.membership.store import points as store
+from services.membership.store.members import MemberRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +91,17 @@ class Run:
 
 async def lock(conn: asyncpg.Connection, orders: Sequence[Confirmation]) -> Run:
     """Lock the run's members (one statement) and start from their standings."""
+    return start(orders, await members.lock_many(conn, {o.member_id for o in orders}))
+
+
+def start(orders: Sequence[Confirmation], locked: Iterable[MemberRow]) -> Run:
+    """The run, from the rows of its members that the caller has locked (and read) already;
+    rows of other members are left out."""
     if len({o.order_id for o in orders}) < len(orders):
         raise OneByOne("an order is confirmed twice in the batch")
     wanted = {o.member_id for o in orders}
-    found = await members.lock_many(conn, wanted)
-    if missing := wanted - {m.id for m in found}:
+    standings = {m.id: m.standing for m in locked if m.id in wanted}
+    if missing := wanted - standings.keys():
         raise loyalty.NotYetApplicable(
             f"members {sorted(map(str, missing))} are not known to membership")
-    return Run({m.id: Standing(lifetime_spend=m.lifetime_spend, tier=Tier(m.tier),
-                               points_balance=m.points_balance) for m in found})
+    return Run(standings)

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC
 
 import asyncpg
+from google.protobuf.message import DecodeError
 from marketplace.events.v1 import events_pb2 as ev
 
 from services.common.events import Event
@@ -26,6 +27,18 @@ async def handle(conn: asyncpg.Connection, event: Event) -> None:
         await on_order_refunded(conn, message)
     else:
         raise ValueError(f"membership does not handle {event.subject}")
+
+
+def member_of(event: Event) -> uuid.UUID | None:
+    """The member whose row `handle` locks for the event; None where the event does not say
+    (`handle` then fails on it before locking anything)."""
+    try:
+        message = event.message()
+        if isinstance(message, ev.OrderConfirmed | ev.OrderRefunded):
+            return uuid.UUID(message.member_id)
+    except (ValueError, DecodeError):
+        pass
+    return None
 
 
 def confirmation(message: ev.OrderConfirmed, event: Event) -> Confirmation:

@@ -105,17 +105,21 @@ class StatementCounter:
             self.available = False
 
     async def per_order(self, confirmed: int) -> dict[str, float]:
-        """{role: statements per order} plus `commits` (all roles); {} when unavailable."""
+        """{role: statements per order} plus `commits` and `plans` (all roles); {} when
+        unavailable. Plans are counted where the server tracks planning (the embedded one
+        does): a statement planned on every call shows up there, not in the call count."""
         if not self.available or confirmed <= 0:
             return {}
         roles = ", ".join(f"'{name}'" for name in SERVICES)  # the service roles' names
         rows = await self._query(
             "SELECT r.rolname AS role, sum(s.calls)::bigint AS calls, "
-            "sum(s.calls) FILTER (WHERE s.query ILIKE 'commit%')::bigint AS commits "
+            "sum(s.calls) FILTER (WHERE s.query ILIKE 'commit%')::bigint AS commits, "
+            "sum(s.plans)::bigint AS plans "
             "FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
             f"WHERE r.rolname IN ({roles}) GROUP BY r.rolname")
         out = {r["role"]: r["calls"] / confirmed for r in rows}
         out["commits"] = sum((r["commits"] or 0) for r in rows) / confirmed
+        out["plans"] = sum((r["plans"] or 0) for r in rows) / confirmed
         return out
 
 
@@ -125,4 +129,4 @@ def describe_statements(counts: dict[str, float]) -> str:
     parts = [f"{k} {counts[k]:.1f}" for k in SERVICES if k in counts]
     total = sum(counts.get(k, 0.0) for k in SERVICES)
     return (f"statements/order: total {total:.1f} = " + ", ".join(parts)
-            + f"; explicit COMMITs {counts['commits']:.1f}")
+            + f"; explicit COMMITs {counts['commits']:.1f}, plans {counts['plans']:.1f}")

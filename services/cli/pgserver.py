@@ -74,9 +74,11 @@ timezone = 'UTC'
 log_timezone = 'UTC'
 log_min_duration_statement = 1000
 log_lock_waits = on
-# Statement counts and times per role (`make bench` prints statements per checkout).
+# Statement counts and times per role (`make bench` prints statements per checkout), and
+# how often each is planned: a statement re-planned on every call costs more than it runs.
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = top
+pg_stat_statements.track_planning = on
 """
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 PASSWORD = "Load-Shopper-2015"
-# Membership allows 100 sign-ins per client address per window; storefront traffic comes
-# from many addresses, so each block of members signs in from its own loopback address.
+# Membership allows 100 sign-ins per client address per 5 minutes; storefront traffic comes
+# from many addresses, so each block of members signs in from its own loopback address, in
+# a /24 of 127.0.0.0/8 drawn afresh for each run: runs minutes apart do not share a limit.
 PER_ADDRESS = 40
 _REGIONS = ("CN-BJ", "CN-SH", "CN-GD", "CN-ZJ", "CN-SC", "CN-JS")
 
@@ -37,9 +38,15 @@ def _member_body(prefix: str, n: int) -> dict[str, Any]:
             "region": _REGIONS[n % len(_REGIONS)]}
 
 
-async def _shopper(membership_url: str, prefix: str, n: int) -> Shopper:
+def source_block(rng: random.Random | None = None) -> str:
+    """A loopback /24 other than 127.0.0.0/24 (where the services and their peers are)."""
+    rng = rng or random.Random()
+    return f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}"
+
+
+async def _shopper(membership_url: str, prefix: str, n: int, block: str) -> Shopper:
     body = _member_body(prefix, n)
-    address = f"127.0.0.{10 + n // PER_ADDRESS}"
+    address = f"{block}.{10 + n // PER_ADDRESS}"
     transport = httpx.AsyncHTTPTransport(local_address=address)
     async with httpx.AsyncClient(base_url=membership_url, transport=transport,
                                  timeout=30.0) as client:
@@ -58,10 +65,11 @@ async def _shopper(membership_url: str, prefix: str, n: int) -> Shopper:
 async def sign_in(membership_url: str, count: int, *, prefix: str = "load") -> list[Shopper]:
     """Register (once) and sign in `count` members, a few at a time."""
     gate = asyncio.Semaphore(8)
+    block = source_block()
 
     async def one(n: int) -> Shopper:
         async with gate:
-            return await _shopper(membership_url, prefix, n)
+            return await _shopper(membership_url, prefix, n, block)
 
     return list(await asyncio.gather(*(one(n) for n in range(count))))
 

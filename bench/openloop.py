@@ -118,8 +118,12 @@ def summarize(rate: float, duration_s: float, outcomes: Iterable[Outcome]) -> St
     )
 
 
-def best_rate(steps: Sequence[StepSummary], *, p99_ms: float, max_error_rate: float) -> float:
-    """The highest offered rate whose p99 stayed under the bound with few errors; 0 if none."""
+def best_rate(steps: Sequence[StepSummary], *, p99_ms: float, max_error_rate: float,
+              max_shed_rate: float = 0.01) -> float:
+    """The highest offered rate served with p99 under the bound, few errors and almost
+    nothing shed (a step shedding more than `max_shed_rate` was past capacity, however
+    fast its answers); 0 if none."""
     good = [s.rate for s in steps
-            if s.p99_ms < p99_ms and s.error_rate <= max_error_rate and s.shed == 0]
+            if s.p99_ms < p99_ms and s.error_rate <= max_error_rate
+            and s.shed_rate <= max_shed_rate]
     return max(good, default=0.0)

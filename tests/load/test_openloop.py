@@ -54,3 +54,13 @@ def test_best_rate_is_the_highest_rate_within_the_bound() -> None:
     steps = [step(50, 0.02), step(100, 0.1), step(200, 0.4), step(150, 0.05, status=0)]
     assert best_rate(steps, p99_ms=150, max_error_rate=0.01) == 100
     assert best_rate([step(50, 0.2)], p99_ms=150, max_error_rate=0.01) == 0.0
+
+
+def test_best_rate_allows_a_trace_of_shedding_but_not_a_step_past_capacity() -> None:
+    def step(rate: float, shed: int):  # type: ignore[no-untyped-def]
+        outcomes = [Outcome(0, 0.02, 201)] * (1000 - shed) + [Outcome(0, 0.001, 503)] * shed
+        return summarize(rate, 1.0, outcomes)
+
+    # 0.5 % shed: served, as far as a client can tell; 5 % shed: the rate was not sustained.
+    assert best_rate([step(100, 5), step(150, 50)], p99_ms=150, max_error_rate=0.01) == 100
+    assert best_rate([step(100, 0), step(150, 5)], p99_ms=150, max_error_rate=0.01) == 150

@@ -42,14 +42,15 @@ class ServiceMiddleware:
         path = scope["path"]
         if path not in _UNCOUNTED and self.in_flight >= self.max_in_flight:
             metrics.HTTP_REJECTED.inc()
-            await _send_problem(send, 503, "overloaded", "Service overloaded",
-                                "too many requests in flight; retry after the given seconds",
-                                [(b"retry-after", b"1")])
+            await send_problem(send, 503, problem_bytes(
+                503, "overloaded", "Service overloaded",
+                "too many requests in flight; retry after the given seconds"), RETRY_AFTER_1)
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await _send_problem(send, 413, "payload-too-large", "Payload too large",
-                                f"request bodies are limited to {self.max_body_bytes} bytes", [])
+            await send_problem(send, 413, problem_bytes(
+                413, "payload-too-large", "Payload too large",
+                f"request bodies are limited to {self.max_body_bytes} bytes"))
             return
         status = 500
         start = time.perf_counter()
@@ -81,19 +82,25 @@ class ServiceMiddleware:
                 )
 
 
-async def _send_problem(
-    send: Send, status: int, slug: str, title: str, detail: str,
-    headers: list[tuple[bytes, bytes]],
+RETRY_AFTER_1 = ((b"retry-after", b"1"),)
+
+
+def problem_bytes(status: int, slug: str, title: str, detail: str, **extra: Any) -> bytes:
+    """A problem+json body, for answers sent below the app (no exception handler there)."""
+    return bytes(errors.problem_response(status, slug, title, detail, **extra).body)
+
+
+async def send_problem(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
-    response = errors.problem_response(status, slug, title, detail)
-    body = bytes(response.body)
+    """Answer with a problem+json `body` at the ASGI level, with the service's headers."""
     await send({
         "type": "http.response.start",
         "status": status,
         "headers": [
             (b"content-type", errors.PROBLEM_JSON.encode()),
             (b"content-length", str(len(body)).encode()),
-            *headers,
+            *headers, *SECURITY_HEADERS, _NO_STORE,
         ],
     })
     await send({"type": "http.response.body", "body": body})

@@ -17,6 +17,7 @@ from services.common.errors import Problem
 
 Clock = Callable[[], float]
 _MAX_KEYS = 100_000
+SHED_DETAIL = "too many checkouts in progress; retry in a moment"
 
 
 def rate_limited(retry_after_s: float, detail: str) -> Problem:
@@ -113,11 +114,14 @@ class Slots:
     limit: int
     in_flight: int = 0
 
+    @property
+    def full(self) -> bool:
+        return self.in_flight >= self.limit
+
     def refuse_if_full(self) -> None:
         """503 now if `enter` would refuse: nothing else is spent on such a request."""
-        if self.in_flight >= self.limit:
-            raise Problem(503, "overloaded", "Service overloaded",
-                          "too many checkouts in progress; retry in a moment",
+        if self.full:
+            raise Problem(503, "overloaded", "Service overloaded", SHED_DETAIL,
                           headers={"Retry-After": "1"})
 
     @contextlib.contextmanager

@@ -20,6 +20,7 @@ from services.orders.clients import MembershipClient, PaymentsClient
 from services.orders.context import Context
 from services.orders.page_cache import ListingFastPath, PageCache
 from services.orders.settings import OrdersSettings
+from services.orders.shedding import CheckoutShedding
 
 
 @dataclass
@@ -70,6 +71,7 @@ async def start(settings: OrdersSettings) -> Service:
     app.include_router(api.router())
     asgi.wrap_outermost(app, lambda stack: ListingFastPath(
         stack, context.listings, paths=("/v1/products", "/v1/categories")))
+    asgi.wrap_outermost(app, lambda stack: CheckoutShedding(stack, context.admission.checkouts))
     infra.consumers.append(inbox.Consumer(
         pool=infra.pool, bus=infra.bus, name="orders-payments", stream="PAYMENTS",
         subjects=["payments.payment.refunded"], handler=handlers.on_payment_refunded,

@@ -66,7 +66,8 @@ async def place_order(
     if short is not None:  # sold out a moment ago; a retry of an earlier checkout replays
         return await _earlier_answer(ctx, member, idempotency_key, request.fingerprint(),
                                      refusal=_out_of_stock(short))
-    # The per-SKU gate first: a flash-sale crowd gets its 429 before any general shedding.
+    # The per-SKU gate first: a flash-sale crowd gets its 429 before any general shedding
+    # (once every slot is taken, `shedding.CheckoutShedding` refuses before this is reached).
     with ctx.admission.hot_gate.admit(hot), ctx.admission.checkouts.enter():
         return await _checkout(ctx, member=member, request=request, items=items, skus=skus,
                                idempotency_key=idempotency_key)

@@ -21,15 +21,22 @@ SERVICES = ("orders", "payments", "membership", "analytics")
 
 
 def _tree_cpu(pid: int | None) -> float:
-    """User + system CPU seconds of `pid` and its live children (0 when it is gone)."""
+    """User + system CPU seconds of `pid`, its live children and the children it has reaped
+    (0 when it is gone).
+
+    Counting the reaped ones matters for Postgres: a backend that exits during a step (a
+    pool closing an idle connection, an autovacuum worker) takes its CPU out of the live
+    sum, and the step's Postgres figure once came out negative; the postmaster reaps it,
+    and its CPU then shows in the postmaster's children times."""
     if not pid:
         return 0.0
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
+        reaped = root.cpu_times()
     except psutil.Error:
         return 0.0
-    total = 0.0
+    total = reaped.children_user + reaped.children_system
     for proc in procs:
         try:
             t = proc.cpu_times()
@@ -53,8 +60,7 @@ def _pids(target: Target) -> dict[str, int | None]:
 
 
 def snapshot(target: Target) -> Snapshot:
-    """CPU seconds so far per component (Postgres backends that exited are not counted:
-    the services keep theirs open in pools, so a step loses next to nothing)."""
+    """CPU seconds so far per component, exited Postgres backends included."""
     seconds = {name: _tree_cpu(pid) for name, pid in _pids(target).items()}
     seconds["generator"] = _tree_cpu(os.getpid())
     return Snapshot(seconds)

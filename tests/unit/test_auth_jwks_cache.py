@@ -103,20 +103,6 @@ def membership(clock: Monotonic, old: Ed25519PrivateKey,
     return FakeMembership(clock, new, old)
 
 
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The tokens whose signature was checked (not answered from the verified-token memory)."""
-    seen: list[str] = []
-    real_decode = jwt.decode
-
-    def counting_decode(encoded: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(encoded)
-        return real_decode(encoded, *args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", counting_decode)
-    return seen
-
-
 async def test_a_retired_key_is_refused_after_max_age_even_for_a_remembered_token(
     membership: FakeMembership, clock: Monotonic, old: Ed25519PrivateKey, decoded: list[str]
 ) -> None:

@@ -42,7 +42,8 @@ def _token(key: Ed25519PrivateKey, kid: str, *, exp: float) -> str:
 
 
 @pytest.fixture
-def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[KeysInHand, Ed25519PrivateKey, list[str]]:
+def setup(monkeypatch: pytest.MonkeyPatch,
+          decoded: list[str]) -> tuple[KeysInHand, Ed25519PrivateKey, list[str]]:
     clock = Clock()
 
     class Now(datetime):
@@ -54,14 +55,6 @@ def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[KeysInHand, Ed25519PrivateKe
     verifier = KeysInHand(clock)
     signing = Ed25519PrivateKey.generate()
     verifier.trusted["k1"] = signing.public_key()
-    decoded: list[str] = []
-    real_decode = jwt.decode
-
-    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(token)
-        return real_decode(token, *args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", counting_decode)
     return verifier, signing, decoded
 
 

@@ -72,3 +72,15 @@ async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[Callable[..., Awaitable[F
     yield make
     for db in created:
         await drop_db(pg_admin_dsn, db.name)
+
+
+_FAMILIES = ("unit", "integration", "e2e", "faults", "security", "deploy", "load")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its family (its folder under tests/), so `pytest -m` selects it."""
+    for item in items:
+        parts = item.path.relative_to(config.rootpath).parts
+        family = parts[1] if len(parts) > 2 and parts[0] == "tests" else None
+        if family in _FAMILIES:
+            item.add_marker(getattr(pytest.mark, family))

@@ -1,0 +1,94 @@
+"""The local load balancer (`marketplace up --replicas`): real HAProxy in front of replicas.
+
+The replicas here are small threaded HTTP servers that say who they are and whether they
+are ready, so the test sees exactly where HAProxy sent each request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.cli.balancer import Backend, replica_states, start_balancer
+from tests.infra import free_port
+
+pytestmark = pytest.mark.topology
+
+
+class Replica:
+    def __init__(self, name: str) -> None:
+        self.name, self.ready = name, True
+        replica = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                ok = self.path != "/readyz" or replica.ready
+                body = replica.name.encode()
+                self.send_response(200 if ok else 503)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    started = [Replica("one"), Replica("two")]
+    yield started
+    for replica in started:
+        if replica.thread.is_alive():
+            replica.stop()
+
+
+def _until(condition: object, what: str, within_s: float = 15.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_spreads_requests_and_drains_a_replica_that_stops(
+    replicas: list[Replica], tmp_path: Path
+) -> None:
+    port = free_port()
+    balancer = start_balancer(
+        [Backend("orders", port, [r.port for r in replicas])], tmp_path / "lb")
+    try:
+        _until(lambda: set(replica_states(tmp_path / "lb").values()) == {"UP"}, "both UP")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            seen = Counter(client.get("/who").text for _ in range(40))
+            assert set(seen) == {"one", "two"}, seen
+
+            replicas[0].ready = False  # draining: its /readyz answers 503
+            _until(lambda: replica_states(tmp_path / "lb")["orders/orders-1"] == "DOWN",
+                   "the draining replica to leave the rotation")
+            assert {client.get("/who").text for _ in range(20)} == {"two"}
+
+            replicas[0].ready = True
+            _until(lambda: replica_states(tmp_path / "lb")["orders/orders-1"] == "UP",
+                   "the replica to rejoin once ready")
+            replicas[1].stop()  # gone without a word: connections are refused
+            answers = [client.get("/who") for _ in range(20)]
+            assert [a.status_code for a in answers] == [200] * 20
+            assert {a.text for a in answers} == {"one"}
+    finally:
+        balancer.stop()
+    assert balancer.proc.poll() is not None

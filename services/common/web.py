@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +28,8 @@ _UNCOUNTED = {"/healthz", "/readyz", "/metrics"}
 
 
 class ServiceMiddleware:
-    """Bounds in-flight requests (503 + Retry-After beyond), records metrics, adds headers.
+    """Bounds in-flight requests (503 + Retry-After beyond) and request bodies (413), records
+    metrics, adds headers.
 
     Pure ASGI rather than BaseHTTPMiddleware: it sits on every request of the hot path.
     """
@@ -48,17 +51,18 @@ class ServiceMiddleware:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await send_problem(send, 413, problem_bytes(
-                413, "payload-too-large", "Payload too large",
-                f"request bodies are limited to {self.max_body_bytes} bytes"))
+            await self._too_large(send, receive)
             return
-        status = 500
+        status, started = 500, False
         start = time.perf_counter()
+        body = _BodyLimit(receive, self.max_body_bytes)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
+            if body.crossed:  # the app's answer to a cut-off body; ours is the 413
+                return
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 headers = list(message.get("headers", [])) + SECURITY_HEADERS
                 if not any(name.lower() == b"cache-control" for name, _ in headers):
                     headers.append(_NO_STORE)
@@ -70,19 +74,79 @@ class ServiceMiddleware:
 
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send_wrapper)
+            try:
+                await self.app(scope, body.receive, send_wrapper)
+            except Exception:
+                if not body.crossed:  # else: the app's reaction to the cut, answered below
+                    raise
+            if body.crossed and not started:
+                status = 413
+                await self._too_large(send, None if body.ended else receive)
         finally:
             self.in_flight -= 1
             if path not in _UNCOUNTED:
-                route = scope.get("route")
-                template = getattr(route, "path", "unmatched")
-                metrics.HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
-                metrics.HTTP_LATENCY.labels(scope["method"], template).observe(
-                    time.perf_counter() - start
-                )
+                _observe(scope, status, time.perf_counter() - start)
+
+    async def _too_large(self, send: Send, unread: Receive | None) -> None:
+        """413 at once; then drop what the client still sends (`unread`) for a moment, and close.
+
+        The rest of the body is never read into the app, so the connection cannot carry
+        another request. Closing a socket with unread data resets it, and a reset can destroy
+        the answer before the client has read it; so, as nginx's lingering close does, the
+        tail is read and thrown away first, within bounds (_LINGER_BYTES, _LINGER_S).
+        """
+        body = problem_bytes(
+            413, "payload-too-large", "Payload too large",
+            f"request bodies are limited to {self.max_body_bytes} bytes")
+        await send_problem(send, 413, body, _CLOSE, more_body=unread is not None)
+        if unread is not None:
+            await _discard(unread)
+            await send({"type": "http.response.body", "body": b""})
+
+
+def _observe(scope: Scope, status: int, seconds: float) -> None:
+    template = getattr(scope.get("route"), "path", "unmatched")
+    metrics.HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+    metrics.HTTP_LATENCY.labels(scope["method"], template).observe(seconds)
+
+
+class _BodyLimit:
+    """Counts the request body as the app reads it, whatever its framing (Content-Length or
+    chunked). Past `limit` the app is told the client has gone, so it stops where it is,
+    and nothing past the limit is handed to it or held."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive, self._left = receive, limit
+        self.crossed = self.ended = False
+
+    async def receive(self) -> Message:
+        if self.crossed:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._left -= len(message.get("body", b""))
+            if self._left < 0:
+                self.crossed, self.ended = True, not message.get("more_body", False)
+                return {"type": "http.disconnect"}
+        return message
+
+
+async def _discard(receive: Receive) -> None:
+    """Read and drop the rest of a refused body: at most _LINGER_BYTES, for _LINGER_S."""
+    left = _LINGER_BYTES
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_LINGER_S):
+            while left > 0:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                left -= len(message.get("body", b""))
 
 
 RETRY_AFTER_1 = ((b"retry-after", b"1"),)
+_CLOSE = ((b"connection", b"close"),)
+# What a refused client may still have in flight; a sender of more is cut off (reset).
+_LINGER_BYTES, _LINGER_S = 16 << 20, 2.0
 
 
 def problem_bytes(status: int, slug: str, title: str, detail: str, **extra: Any) -> bytes:
@@ -91,9 +155,11 @@ def problem_bytes(status: int, slug: str, title: str, detail: str, **extra: Any)
 
 
 async def send_problem(
-    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = (),
+    *, more_body: bool = False,
 ) -> None:
-    """Answer with a problem+json `body` at the ASGI level, with the service's headers."""
+    """Answer with a problem+json `body` at the ASGI level, with the service's headers
+    (with `more_body`, the caller ends the answer later with an empty body message)."""
     await send({
         "type": "http.response.start",
         "status": status,
@@ -103,7 +169,7 @@ async def send_problem(
             *headers, *SECURITY_HEADERS, _NO_STORE,
         ],
     })
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
 
 def create_app(

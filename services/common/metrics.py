@@ -13,6 +13,10 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# 1 for the process: which replica of which service answers this scrape (and its traces
+# and logs carry the same instance id).
+INSTANCE_INFO = Gauge("marketplace_instance_info", "This process: its service and instance id",
+                      ["service", "instance_id"])
 HTTP_REJECTED = Counter("http_rejected_total", "Requests shed with 503 (overload)")
 OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox rows waiting to be published (last batch)")
 OUTBOX_PUBLISHED = Gauge("outbox_published_total", "Outbox rows published by this process")

@@ -24,6 +24,11 @@ from services.common.outbox import OutboxRelay, purge_published
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+# Direct connections (to `session_dsn`) one process holds at once besides its request
+# pool: the migration's at start-up, closed before the outbox relay opens its own (held
+# for good; a standby's polls for the leader lock). The connection budget of deploy/
+# counts them (tests/deploy/test_pooler_budget.py).
+SESSIONS_PER_PROCESS = 1
 
 
 @dataclass
@@ -35,10 +40,13 @@ class Infra:
     bus: Bus
     relay: OutboxRelay
     consumers: list[Consumer] = field(default_factory=list)
+    draining: bool = False  # stopping: /readyz says so, so balancers stop sending requests
 
     async def readiness(self) -> dict[str, Any]:
         """Postgres, NATS, the relay and each consumer with its lag and dead letters."""
         detail: dict[str, Any] = {}
+        if self.draining:
+            detail["draining"] = {"ok": False, "instance": self.settings.instance_id}
         try:
             async with self.pool.acquire(timeout=2) as conn:
                 dead = await conn.fetchval(
@@ -68,19 +76,29 @@ class Infra:
 
 
 async def start_infra(settings: ServiceSettings, service_dir: Path) -> Infra:
-    """Open the pool, migrate the schema, connect to NATS and make sure the streams exist."""
-    dsn = settings.database_url.get_secret_value()
+    """Migrate the schema, open the pool, connect to NATS and make sure the streams exist.
+
+    Requests use `database_url` (a transaction pooler in production); migrations and the
+    relay use the direct `session_dsn`, one after the other (SESSIONS_PER_PROCESS).
+    """
+    session = await db.connect(
+        settings.session_dsn, schema=settings.schema,
+        application_name=f"{settings.service_name}-migrate", connect_attempts=30,
+    )  # fmt: skip
+    try:
+        await migrate(session, schema=settings.schema, service_dir=service_dir)
+    finally:
+        await session.close()
     pool = await db.create_pool(
-        dsn, schema=settings.schema, application_name=settings.service_name,
-        min_size=settings.db_pool_min, max_size=settings.db_pool_max,
-    )
-    async with pool.acquire() as conn:
-        await migrate(conn, schema=settings.schema, service_dir=service_dir)
+        settings.database_url.get_secret_value(), schema=settings.schema,
+        application_name=settings.service_name, min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max, pooler=settings.db_pooler,
+    )  # fmt: skip
     bus = await Bus.connect(
         settings.nats_url, name=settings.service_name, replicas=settings.nats_stream_replicas
     )
     await bus.ensure_streams()
-    relay = OutboxRelay(dsn, bus, schema=settings.schema,
+    relay = OutboxRelay(settings.session_dsn, bus, schema=settings.schema,
                         linger_s=settings.outbox_linger_ms / 1000)
     return Infra(settings=settings, pool=pool, bus=bus, relay=relay)
 
@@ -149,6 +167,7 @@ async def serve(
                    for t in tasks or []]
     background.append(asyncio.create_task(_observe(infra), name="observe"))
     server_task = asyncio.create_task(_serve_http(http, settings), name="http")
+    metrics.INSTANCE_INFO.labels(settings.service_name, settings.instance_id).set(1)
     log.info(
         "service started",
         extra={"http_port": settings.http_port, "grpc_port": grpc_port},
@@ -156,7 +175,10 @@ async def serve(
     stopped = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait([server_task, stopped], return_when=asyncio.FIRST_COMPLETED)
-        log.info("service stopping")
+        log.info("service stopping", extra={"drain_s": settings.drain_s})
+        infra.draining = True
+        if settings.drain_s and not server_task.done():
+            await asyncio.sleep(settings.drain_s)  # still serving, while /readyz says 503
         http.should_exit = True
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
@@ -193,8 +215,9 @@ async def _serve_http(http: uvicorn.Server, settings: ServiceSettings) -> None:
 
 def run_main(main: Coroutine[Any, Any, None], settings: ServiceSettings) -> None:
     """Logging, tracing and uvloop, then the service's async main."""
-    telemetry.setup_logging(settings.service_name, settings.log_level)
-    telemetry.setup_tracing(settings.service_name)
+    telemetry.setup_logging(settings.service_name, settings.log_level,
+                            instance=settings.instance_id)
+    telemetry.setup_tracing(settings.service_name, instance=settings.instance_id)
     try:
         import uvloop
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import ClassVar
 
 from pydantic import Field, SecretStr, field_validator
@@ -18,8 +20,15 @@ class ServiceSettings(BaseSettings):
     service_name: ClassVar[str] = "service"
 
     database_url: SecretStr = Field(
-        description="postgresql:// URL of this service's own login role; its schema is its name",
+        description="postgresql:// URL of this service's own login role; its schema is its "
+        "name. Request traffic: through a transaction-pooling PgBouncer when db_pooler",
     )
+    # Direct to Postgres, for what needs a session of its own: the outbox relay's LISTEN
+    # and leader lock, migrations. Unset: database_url (no pooler in between).
+    database_session_url: SecretStr | None = None
+    # database_url goes through a transaction-pooling PgBouncer: no named prepared
+    # statements (each statement is planned every time) and search_path from the role.
+    db_pooler: bool = False
     nats_url: str = "nats://127.0.0.1:4222"
     # JetStream replicas for the streams this service creates: 3 on a NATS cluster.
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
@@ -36,6 +45,13 @@ class ServiceSettings(BaseSettings):
     # meanwhile go out in the same batch (one SELECT and one UPDATE for all of them).
     outbox_linger_ms: int = Field(default=10, ge=0, le=1000)
     log_level: str = "INFO"
+    # Which process of the service this is, in logs, traces and metrics: the launcher sets
+    # `orders-1`, `orders-2`...; Kubernetes the pod's name (downward API).
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+                             min_length=1, max_length=100)
+    # On SIGTERM, /readyz answers 503 this long before the servers stop, so that a load
+    # balancer's health checks take the replica out of rotation while it still answers.
+    drain_s: float = Field(default=0.0, ge=0, le=60)
 
     @field_validator("internal_auth_secret")
     @classmethod
@@ -45,6 +61,11 @@ class ServiceSettings(BaseSettings):
         return value
 
     def model_post_init(self, _context: object) -> None:
+        if self.db_pooler and self.database_session_url is None:
+            raise ValueError(
+                "db_pooler is set but database_session_url is not: the outbox relay's "
+                "LISTEN and leader lock need a direct session, not a transaction pooler"
+            )
         if (
             self.environment == "production"
             and self.internal_auth_secret.get_secret_value() == LOCAL_ONLY_SECRET
@@ -52,6 +73,11 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "internal_auth_secret is the local default; set a real secret in production"
             )
+
+    @property
+    def session_dsn(self) -> str:
+        """The direct DSN for session work (database_url when no pooler is in between)."""
+        return (self.database_session_url or self.database_url).get_secret_value()
 
     @property
     def schema(self) -> str:  # type: ignore[override]  # pydantic's deprecated .schema()

@@ -34,15 +34,16 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the current trace and span ids."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, instance: str | None = None) -> None:
         super().__init__()
-        self.service = service
+        self.service, self.instance = service, instance
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "service": self.service,
+            "instance": self.instance,
             "logger": record.name,
             "msg": record.getMessage(),
         }
@@ -58,9 +59,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def setup_logging(service: str, level: str = "INFO") -> None:
+def setup_logging(service: str, level: str = "INFO", *, instance: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(JsonFormatter(service, instance))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -68,7 +69,7 @@ def setup_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def setup_tracing(service: str) -> TracerProvider:
+def setup_tracing(service: str, *, instance: str | None = None) -> TracerProvider:
     """A tracer provider; spans are exported over OTLP only when the standard variables ask.
 
     With nowhere to export, new traces are not recorded (ids are still made and carried,
@@ -84,7 +85,9 @@ def setup_tracing(service: str) -> TracerProvider:
     _recording = configured
     sampler = None if configured else ParentBased(ALWAYS_OFF)
     provider = TracerProvider(
-        resource=Resource.create({"service.name": service}), sampler=sampler
+        resource=Resource.create(
+            {"service.name": service} | ({"service.instance.id": instance} if instance else {})),
+        sampler=sampler,
     )
     if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -286,16 +286,28 @@ async def insert_sale(
     return row
 
 
+_BALANCE = (
+    "SELECT coalesce(sum(l.amount), 0) FROM journal_lines l "
+    "JOIN journal_entries e ON e.id = l.entry_id WHERE l.account = $1 AND e.currency = $2"
+)
+# A merchant payments knows: announced by orders' events, or named by a payment (the
+# event may not have arrived yet). Both are index look-ups.
+_KNOWN_MERCHANT = (
+    "EXISTS (SELECT 1 FROM merchants WHERE id = $3) "
+    "OR EXISTS (SELECT 1 FROM payments WHERE merchant_id = $3)"
+)
+
+
 async def account_balance(conn: asyncpg.Connection, *, account: str, currency: str) -> int:
-    total = await conn.fetchval(
-        "SELECT coalesce(sum(l.amount), 0) FROM journal_lines l "
-        "JOIN journal_entries e ON e.id = l.entry_id WHERE l.account = $1 AND e.currency = $2",
-        account, currency,
-    )
-    return int(total)
+    return int(await conn.fetchval(_BALANCE, account, currency))
 
 
 async def merchant_balance(
     conn: asyncpg.Connection, *, merchant_id: uuid.UUID, currency: str
-) -> int:
-    return await account_balance(conn, account=merchant_payable(merchant_id), currency=currency)
+) -> int | None:
+    """What the platform owes the merchant; None for a merchant payments does not know."""
+    row = await conn.fetchrow(
+        f"SELECT ({_BALANCE}) AS balance, {_KNOWN_MERCHANT} AS known",
+        merchant_payable(merchant_id), currency, merchant_id,
+    )
+    return int(row["balance"]) if row["known"] else None

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from services.common import errors
+from services.common.inputs import QueryInt64, Text, parse_int64
 from services.payments import store
 from services.payments.api.deps import Admin, Conn, Context, CurrentMember, MerchantOrAdmin
 from services.payments.api.models import (
@@ -37,8 +38,8 @@ async def list_payments(
     conn: Conn,
     order_id: uuid.UUID | None = None,
     merchant_id: uuid.UUID | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[Text | None, Query(max_length=32)] = None,
 ) -> PaymentPage:
     """Newest first; filter by `order_id` and/or `merchant_id`; `next_cursor` continues."""
     rows = await store.list_payments(
@@ -49,14 +50,24 @@ async def list_payments(
     return PaymentPage(items=[AdminPaymentOut.of(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/merchants/{merchant_id}/balance", response_model=MerchantBalance)
+@router.get(
+    "/merchants/{merchant_id}/balance", response_model=MerchantBalance,
+    responses=errors.problems(404),
+)
 async def merchant_balance(
     merchant_id: uuid.UUID, caller: MerchantOrAdmin, conn: Conn, ctx: Context
 ) -> MerchantBalance:
-    """What the platform owes the merchant; a merchant sees only its own (others 404)."""
+    """What the platform owes the merchant; a merchant sees only its own (others 404).
+
+    A merchant payments does not know answers 404: one that orders has never announced
+    (`orders.merchant.created`) and that no payment names. A known merchant with no sales
+    yet has a balance of 0.
+    """
     if not caller.may_read(merchant_id):
         raise errors.not_found(f"merchant {merchant_id}")
     balance = await store.merchant_balance(conn, merchant_id=merchant_id, currency=ctx.currency)
+    if balance is None:
+        raise errors.not_found(f"merchant {merchant_id}")
     return MerchantBalance(
         merchant_id=merchant_id, balance=Money(amount=balance, currency=ctx.currency)
     )
@@ -65,6 +76,7 @@ async def merchant_balance(
 def _parse_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit():
+    seq = parse_int64(cursor)
+    if seq is None:  # "²" is a digit to str.isdigit, and bigint stops at 64 bits
         raise errors.validation_error("cursor", "not a cursor this endpoint returned")
-    return int(cursor)
+    return seq

@@ -124,3 +124,18 @@ async def test_admins_list_a_merchants_payments_page_by_page(payments: Running) 
     refused = await payments.http.get(
         "/v1/admin/payments", params={"merchant_id": str(merchant)})
     assert refused.status_code == 401
+
+
+async def test_an_unknown_merchants_balance_is_not_found(payments: Running) -> None:
+    """Known: announced by orders' events, or party to a payment; anyone else is a 404."""
+    stranger = await payments.http.get(f"/v1/merchants/{uuid.uuid4()}/balance", headers=ADMIN)
+    assert stranger.status_code == 404, stranger.text
+    assert stranger.headers["content-type"] == "application/problem+json"
+    assert stranger.json()["type"].endswith("/not-found")
+
+    unannounced = uuid.uuid4()  # orders' event not seen yet, but a payment names it
+    await capture(payments, unannounced, 2_000)
+    paid = await payments.http.get(f"/v1/merchants/{unannounced}/balance", headers=ADMIN)
+    assert paid.json()["balance"] == {"amount": 1_900, "currency": "CNY"}
+    spec = (await payments.http.get("/openapi.json")).json()
+    assert "404" in spec["paths"]["/v1/merchants/{merchant_id}/balance"]["get"]["responses"]

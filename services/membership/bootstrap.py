@@ -12,14 +12,14 @@ from fastapi import FastAPI
 from grpc import aio
 from marketplace.membership.v1 import membership_pb2_grpc as pb_grpc
 
-from services.common import grpcutil, runtime, web
+from services.common import grpcutil, ratelimit, runtime, web
 from services.common.runtime import Infra
 from services.membership import batch, handlers, rpc
+from services.membership import ratelimit as login_limits
 from services.membership.api import router
 from services.membership.api.deps import Context
 from services.membership.keys import KeyRing, LocalVerifier
 from services.membership.passwords import Passwords
-from services.membership.ratelimit import SlidingWindow
 from services.membership.sessions import TokenIssuer
 from services.membership.settings import MembershipSettings
 
@@ -48,12 +48,8 @@ def build_context(settings: MembershipSettings, infra: Infra) -> Context:
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
         ),
         verifier=LocalVerifier(ring),
-        logins_per_email=SlidingWindow(
-            limit=settings.login_attempts_per_email, window_s=settings.login_window_s
-        ),
-        logins_per_client=SlidingWindow(
-            limit=settings.login_attempts_per_client, window_s=settings.login_window_s
-        ),
+        logins_per_email=login_limits.per_email(settings),
+        logins_per_client=login_limits.per_client(settings),
     )
 
 
@@ -78,7 +74,8 @@ async def start(settings: MembershipSettings) -> Service:
             linger_s=settings.consumer_linger_ms / 1000,
         )
     )
-    return Service(infra=infra, app=app, grpc_server=server, grpc_port=settings.grpc_port)
+    return Service(infra=infra, app=app, grpc_server=server, grpc_port=settings.grpc_port,
+                   tasks=[ratelimit.keep_purged(infra.pool)])
 
 
 async def main(settings: MembershipSettings) -> None:

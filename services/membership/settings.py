@@ -28,7 +28,8 @@ class MembershipSettings(ServiceSettings):
     jwt_retired_key_files: KeyFiles = ()
     access_token_ttl_s: int = Field(default=15 * 60, ge=60, le=3600)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
-    # Sign-in attempts allowed per window, per email and per client address.
+    # Sign-in attempts per email and per client address, counted for the whole cluster:
+    # this many at once, earned back at this many per window (one each window / attempts).
     login_window_s: float = Field(default=300.0, gt=0)
     login_attempts_per_email: int = Field(default=10, ge=1)
     login_attempts_per_client: int = Field(default=100, ge=1)

@@ -9,9 +9,9 @@ import asyncpg
 from fastapi import Depends, Header, Request
 
 from services.common import auth
+from services.common.ratelimit import SharedLimit
 from services.membership.keys import LocalVerifier
 from services.membership.passwords import Passwords
-from services.membership.ratelimit import SlidingWindow
 from services.membership.sessions import TokenIssuer
 
 
@@ -21,8 +21,8 @@ class Context:
     passwords: Passwords
     issuer: TokenIssuer
     verifier: LocalVerifier
-    logins_per_email: SlidingWindow
-    logins_per_client: SlidingWindow
+    logins_per_email: SharedLimit
+    logins_per_client: SharedLimit
 
 
 async def get_context(request: Request) -> Context:

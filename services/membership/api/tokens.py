@@ -17,7 +17,7 @@ router = APIRouter(tags=["auth"])
 
 @router.post("/v1/auth/token", response_model=TokenResponse, responses=problems(401, 429))
 async def token(body: TokenRequest, ctx: Ctx, client: ClientAddress) -> TokenResponse:
-    if wait := ctx.logins_per_client.hit(client):
+    if wait := await ctx.logins_per_client.hit(ctx.pool, client):
         raise rate_limited(wait, "client")
     if body.grant_type == "refresh_token":
         if not body.refresh_token:
@@ -34,7 +34,7 @@ async def _sign_in(body: TokenRequest, ctx: Ctx) -> TokenPair:
         raise validation_error("email", "email is required")
     if body.password is None:
         raise validation_error("password", "password is required")
-    if wait := ctx.logins_per_email.hit(normalize_email(body.email)):
+    if wait := await ctx.logins_per_email.hit(ctx.pool, normalize_email(body.email)):
         raise rate_limited(wait, "email")
     return await accounts.sign_in(pool=ctx.pool, passwords=ctx.passwords, issuer=ctx.issuer,
                                   email=body.email, password=body.password)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -155,10 +157,55 @@ class _IdentifiedCall:
         )
 
 
+# Every call is balanced over every address the target resolves to (each replica behind a
+# headless Service's dns:/// name, or each of an ipv4: list), not pinned to one connection.
+# A call that ends UNAVAILABLE before any answer came back (its replica died or was going
+# away) is sent again, to another replica, within the call's own deadline and with the same
+# request, so the same idempotency key: the services' state-changing RPCs are idempotent on
+# it. Retries pause after about 50 failures with no success between (every replica down).
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{}],
+        "retryPolicy": {
+            "maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+    "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
+})
+
+
+def target(addresses: str) -> str:
+    """A gRPC target from `host:port`, a URI (`dns:///name:port`, `ipv4:...`) or a
+    comma-separated list of IP `address:port`s (one replica each), which becomes `ipv4:` or
+    `ipv6:`. Raises ValueError for a list that names hosts: give those one dns:/// name."""
+    parts = [p.strip() for p in addresses.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("a gRPC target needs at least one address")
+    if len(parts) == 1 or ":/" in addresses or addresses.startswith(("ipv4:", "ipv6:")):
+        return ",".join(parts)
+    families = {_ip_family(p) for p in parts}
+    if len(families) != 1 or None in families:
+        raise ValueError(f"several addresses must all be IPv4 or all IPv6 host:port, got "
+                         f"{addresses!r}; for a name with several addresses use dns:///name:port")
+    return f"{families.pop()}:{','.join(parts)}"
+
+
+def _ip_family(address: str) -> str | None:
+    host, _, port = address.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return f"ipv{ip.version}" if port.isdigit() else None
+
+
 def channel(
     target: str, *, service: str, secret: str, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> ServiceChannel:
-    """An insecure loopback/cluster channel carrying identity, deadline and trace context."""
+    """An insecure loopback/cluster channel carrying identity, deadline and trace context,
+    balanced and retried per SERVICE_CONFIG; `target` as `target()` returns it."""
     interceptors = telemetry.grpc_client_interceptors()
     inner = aio.insecure_channel(
         target,
@@ -167,8 +214,10 @@ def channel(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 30_000),
-            # Spread calls over every replica behind a dns:/// target, not one sticky pod.
-            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            # Our config, not one a DNS TXT record could substitute.
+            ("grpc.service_config_disable_resolution", 1),
             # Reconnect quickly after a peer restarts; the default backoff waits many seconds.
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),

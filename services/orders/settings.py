@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.common import grpcutil
 from services.common.settings import JwksClientSettings
 
 
@@ -16,6 +17,8 @@ class OrdersSettings(JwksClientSettings):
     service_name: ClassVar[str] = "orders"
 
     http_port: int = 8000
+    # Every replica: `dns:///name:port` (a headless Service), or `ip:port,ip:port,...`;
+    # calls are balanced over them and retried on another when one is gone.
     payments_target: str = "127.0.0.1:50052"
     membership_target: str = "127.0.0.1:50053"
     # Admin endpoints answer 401 while no key is configured.
@@ -53,6 +56,11 @@ class OrdersSettings(JwksClientSettings):
     # Test-only: hold a checkout request this long at `fault_hold_at` (to crash a peer there).
     fault_hold_at: Literal["after_authorize", "after_capture"] | None = None
     fault_hold_s: float = Field(default=0.0, ge=0, le=60)
+
+    @field_validator("payments_target", "membership_target")
+    @classmethod
+    def _grpc_target(cls, value: str) -> str:
+        return grpcutil.target(value)
 
     @model_validator(mode="after")
     def _no_faults_in_production(self) -> OrdersSettings:

@@ -60,22 +60,42 @@ class Bus:
         return cls(nc, replicas=replicas)
 
     async def ensure_streams(self) -> None:
-        """Create or update the streams every service relies on (idempotent)."""
+        """Create the streams every service relies on, or bring them to the current
+        config (idempotent), keeping whichever replica count is higher (_replicas_for)."""
         for stream, pattern in STREAMS.items():
-            config = StreamConfig(
-                name=stream,
-                subjects=[pattern],
-                storage=StorageType.FILE,
-                retention=RetentionPolicy.LIMITS,
-                discard=DiscardPolicy.OLD,
-                duplicate_window=DUPLICATE_WINDOW_S,
-                num_replicas=self.replicas,
-                max_age=7 * 24 * 3600.0,
-            )
+            await self._ensure_stream(stream, pattern)
+
+    async def _ensure_stream(self, stream: str, pattern: str) -> None:
+        try:
+            info = await self.js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
             try:
-                await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(config)
+                await self.js.add_stream(self._stream_config(stream, pattern, self.replicas))
+                return
+            except nats.js.errors.BadRequestError:  # another process created it meanwhile
+                info = await self.js.stream_info(stream)
+        replicas = self._replicas_for(info.config.num_replicas)
+        await self.js.update_stream(self._stream_config(stream, pattern, replicas))
+
+    def _replicas_for(self, current: int | None) -> int:
+        """Never fewer than the stream has: a service started with the default of 1 must not
+        quietly take an R3 stream down to one copy. Raising to the configured number is
+        safe (JetStream copies the stream to the new peers) and is how an existing
+        deployment reaches R3; lowering is an operator's decision (`nats stream edit`)."""
+        return max(current or 1, self.replicas)
+
+    @staticmethod
+    def _stream_config(stream: str, pattern: str, replicas: int) -> StreamConfig:
+        return StreamConfig(
+            name=stream,
+            subjects=[pattern],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
+            max_age=7 * 24 * 3600.0,
+        )
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
         """Publish and wait for JetStream's ack; returns the stream sequence."""

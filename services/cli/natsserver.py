@@ -13,23 +13,14 @@ from pathlib import Path
 
 import httpx
 
+from services.cli.natsauth import ADMIN_USER, Password, authorization_conf
 from services.cli.procs import StackError, cmdline_of, find_port, stop_process, tail
 
 NATS_DEFAULT_PORT = 42229
 NATS_MONITOR_DEFAULT_PORT = 42230
 # The user every CLI command and test harness connects as: may do anything.
-NATS_ADMIN_USER = "admin"
-# JetStream plumbing every service needs: the API (streams, consumers, pull requests),
-# acks of what it consumed, and replies to its own requests.
-_JS_PLUMBING = ("$JS.API.>", "$JS.ACK.>", "_INBOX.>")
-# Subjects each service may publish (its own events); it receives only through its
-# JetStream pull consumers, whose deliveries arrive on its _INBOX.
-NATS_PUBLISHES: Mapping[str, tuple[str, ...]] = {
-    "orders": ("orders.>",),
-    "payments": ("payments.>",),
-    "membership": ("membership.>",),
-    "analytics": (),
-}
+NATS_ADMIN_USER = ADMIN_USER
+LOCAL_HEADER = "# Written by `marketplace stack` on every start; change the generator instead.\n"
 log = logging.getLogger("marketplace.stack")
 
 
@@ -42,47 +33,31 @@ class NatsServer:
     started: bool  # by this call, so the caller owns stopping it
 
 
-def _quoted(subjects: tuple[str, ...]) -> str:
-    return "[" + ", ".join(f'"{s}"' for s in subjects) + "]"
-
-
-def nats_authorization(passwords: Mapping[str, str]) -> str:
-    """An `authorization` block: one user per service (own subjects only) plus the admin.
-
-    `passwords` maps user name (a service, or NATS_ADMIN_USER) to its password.
-    """
-    users = []
-    for user, password in sorted(passwords.items()):
-        entry = f'    {{ user: "{user}", password: "{password}"'
-        if user != NATS_ADMIN_USER:
-            publish = _quoted((*NATS_PUBLISHES[user], *_JS_PLUMBING))
-            entry += f", permissions: {{ publish: {{ allow: {publish} }}, "
-            entry += 'subscribe: { allow: ["_INBOX.>"] } }'
-        users.append(entry + " }")
-    return "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
-
-
 def nats_config(
     *,
     port: int,
     monitor_port: int,
-    store_dir: Path,
+    store_dir: Path | str,
     max_file_store: str = "10G",
     max_memory_store: str = "256M",
     sync_interval: str = "always",
-    users: Mapping[str, str] | None = None,
+    users: Mapping[str, Password] | None = None,
+    host: str = "127.0.0.1",
+    server_name: str = "marketplace-local",
+    header: str = LOCAL_HEADER,
+    extra: str = "",
 ) -> str:
-    """nats-server config: loopback only, JetStream on files, per-service users if given.
+    """nats-server config: JetStream on files, the users of natsauth if given.
 
     `sync_interval: always` fsyncs before a publish is acknowledged, so an acked event
-    survives a machine crash, not only a process crash.
+    survives a machine crash, not only a process crash. `extra` is appended as is (a
+    cluster block, lame-duck settings).
     """
-    auth = nats_authorization(users) if users else ""
-    return auth + f"""\
-# Written by `marketplace stack` on every start; change the generator, not this file.
-server_name: marketplace-local
-listen: 127.0.0.1:{port}
-http: 127.0.0.1:{monitor_port}
+    auth = authorization_conf(users) if users else ""
+    server = f"""\
+server_name: {server_name}
+listen: {host}:{port}
+http: {host}:{monitor_port}
 max_payload: 1MB
 jetstream {{
   store_dir: "{store_dir}"
@@ -91,6 +66,7 @@ jetstream {{
   sync_interval: {sync_interval}
 }}
 """
+    return header + auth + server + extra
 
 
 def nats_binary() -> Path:
@@ -116,7 +92,7 @@ def nats_healthy(monitor_port: int) -> bool:
         return False
 
 
-def _spawn(conf_path: Path, log_file: Path) -> int:
+def spawn_nats(conf_path: Path, log_file: Path) -> int:
     """Start nats-server in its own session, logging to `log_file`; returns its pid.
 
     Its own session, so a Ctrl-C in the terminal does not reach it before the services
@@ -137,7 +113,7 @@ def _spawn(conf_path: Path, log_file: Path) -> int:
     )
 
 
-def _exited(pid: int) -> bool:
+def exited(pid: int) -> bool:
     """Reap `pid` if it has exited (it is our child); True when it is gone."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
@@ -168,10 +144,10 @@ def start_nats(
             sync_interval=sync_interval, users=users,
         )
     )
-    pid = _spawn(conf_path, log_file)
+    pid = spawn_nats(conf_path, log_file)
     deadline = time.monotonic() + timeout
     while not nats_healthy(monitor_port):
-        if _exited(pid) or time.monotonic() > deadline:
+        if exited(pid) or time.monotonic() > deadline:
             stop_process(pid, timeout=2)
             raise StackError(
                 f"NATS did not become healthy on port {port}; last lines of {log_file}:\n"

@@ -40,7 +40,10 @@ HTTP_PORT = {"orders": 8000, "payments": 8001, "membership": 8002, "analytics": 
 GRPC_PORT = {"payments": 50052, "membership": 50053}
 SERVICES = tuple(HTTP_PORT)
 # Secrets are created out of band (docs/operations.md); manifests only reference them.
-SECRET_NAMES = {"marketplace-db-roles", "marketplace-app", "membership-jwt", "marketplace-pg-admin"}
+SECRET_NAMES = {
+    "marketplace-db-roles", "marketplace-nats-users", "marketplace-app", "membership-jwt",
+    "marketplace-pg-admin",
+}
 
 WATCHED_METRICS = (
     "http_requests_total",

@@ -27,6 +27,8 @@ KILL_AFTER_ACKS = 300  # of the 1000: the leader dies with the burst well under 
 RETRY_DEADLINE_S = 25.0  # per message, like an outbox row that waits for the next relay pass
 
 log = logging.getLogger(__name__)
+# The production cluster module (services/cli/natscluster.py): also the topology family's.
+pytestmark = pytest.mark.topology
 
 
 @pytest.fixture

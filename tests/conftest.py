@@ -74,7 +74,7 @@ async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[Callable[..., Awaitable[F
         await drop_db(pg_admin_dsn, db.name)
 
 
-_FAMILIES = ("unit", "integration", "e2e", "faults", "security", "deploy", "load")
+_FAMILIES = ("unit", "integration", "e2e", "faults", "security", "deploy", "load", "topology")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,9 @@ def build_gateway(
         failure_rate=settings.processor_failure_rate,
     )
     breaker = CircuitBreaker(
-        failure_threshold=settings.breaker_failure_threshold,
-        reset_after_s=settings.breaker_reset_s,
+        window_s=settings.breaker_window_s, minimum_calls=settings.breaker_minimum_calls,
+        failure_rate=settings.breaker_failure_rate, reset_after_s=settings.breaker_reset_s,
+        half_open_trials=settings.breaker_half_open_trials,
     )
     return ProcessorGateway(processor, breaker, timeout_s=settings.processor_timeout_ms / 1000)
 
@@ -57,7 +59,7 @@ async def start(settings: PaymentsSettings, *, processor: CardProcessor | None =
     app = web.create_app(
         title="Marketplace payments",
         description="Payment look-ups for members and admins; merchant balances.",
-        readiness=infra.readiness,
+        readiness=partial(_readiness, infra, gateway.breaker),
         max_in_flight=settings.max_in_flight,
     )
     app.state.ctx = ApiContext(
@@ -77,6 +79,19 @@ async def start(settings: PaymentsSettings, *, processor: CardProcessor | None =
         infra=infra, app=app, grpc_server=grpc_server, grpc_port=settings.grpc_port,
         breaker=gateway.breaker,
     )
+
+
+async def _readiness(infra: runtime.Infra, breaker: CircuitBreaker) -> dict[str, Any]:
+    """The shared checks, plus the processor breaker's state and recent failure rate.
+
+    An open breaker leaves the pod ready: every replica shares the one processor, so
+    taking pods out of the load balancer would not bring it back; it would only stop the
+    look-ups and the answers to orders' recovery that still work. It shows here and in
+    `payments_processor_breaker_open` for the alert instead.
+    """
+    detail = await infra.readiness()
+    detail["processor"] = {"ok": True, "breaker": breaker.snapshot()}
+    return detail
 
 
 async def main(settings: PaymentsSettings) -> None:

@@ -8,12 +8,19 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter, Gauge
 
-from services.payments.breaker import BreakerState, CircuitBreaker
+from services.payments.breaker import BreakerState, CircuitBreaker, Permit
 from services.payments.processor import CardProcessor, ProcessorResult, ProcessorUnavailable
 
 log = logging.getLogger(__name__)
 
-BREAKER_OPEN = Gauge("payments_processor_breaker_open", "1 while the processor breaker is open")
+BREAKER_OPEN = Gauge(
+    "payments_processor_breaker_open",
+    "1 while the processor breaker is not closed (open, or half-open letting trials through)",
+)
+FAILURE_RATIO = Gauge(
+    "payments_processor_failure_ratio",
+    "Share of processor calls that failed in the breaker's window (each request once)",
+)
 PROCESSOR_CALLS = Counter(
     "payments_processor_calls_total", "Card processor calls by operation and outcome",
     ["operation", "outcome"],
@@ -32,30 +39,39 @@ class ProcessorGateway:
     ) -> None:
         self.processor, self.breaker, self.timeout_s = processor, breaker, timeout_s
 
+    # The idempotency key names the request to the breaker: a retry of it is the same
+    # request, so its repeated timeouts count once (see breaker.py).
+
     async def authorize(self, *, token: str, amount: int, idempotency_key: str) -> ProcessorResult:
         return await self._call(
-            "authorize", lambda: self.processor.authorize(token, amount, idempotency_key)
+            "authorize", idempotency_key,
+            lambda: self.processor.authorize(token, amount, idempotency_key),
         )
 
     async def capture(
         self, *, reference: str, amount: int, idempotency_key: str
     ) -> ProcessorResult:
         return await self._call(
-            "capture", lambda: self.processor.capture(reference, amount, idempotency_key)
+            "capture", idempotency_key,
+            lambda: self.processor.capture(reference, amount, idempotency_key),
         )
 
     async def void(self, *, reference: str, idempotency_key: str) -> ProcessorResult:
-        return await self._call("void", lambda: self.processor.void(reference, idempotency_key))
+        return await self._call(
+            "void", idempotency_key, lambda: self.processor.void(reference, idempotency_key)
+        )
 
     async def refund(self, *, reference: str, amount: int, idempotency_key: str) -> ProcessorResult:
         return await self._call(
-            "refund", lambda: self.processor.refund(reference, amount, idempotency_key)
+            "refund", idempotency_key,
+            lambda: self.processor.refund(reference, amount, idempotency_key),
         )
 
     async def _call(
-        self, operation: str, call: Callable[[], Awaitable[ProcessorResult]]
+        self, operation: str, subject: str, call: Callable[[], Awaitable[ProcessorResult]]
     ) -> ProcessorResult:
-        if not self.breaker.allow():
+        permit = self.breaker.allow(f"{operation}:{subject}")
+        if permit is None:
             PROCESSOR_CALLS.labels(operation, "rejected").inc()
             raise ProcessorUnavailable(
                 "card processor circuit breaker is open after repeated failures; "
@@ -64,29 +80,33 @@ class ProcessorGateway:
         try:
             result = await asyncio.wait_for(call(), timeout=self.timeout_s)
         except TimeoutError as exc:
-            self._failed(operation, "timeout")
+            self._failed(operation, permit, "timeout")
             raise ProcessorUnavailable(
                 f"card processor did not answer within {self.timeout_s * 1000:.0f} ms; "
                 "retry with the same idempotency key"
             ) from exc
         except ProcessorUnavailable:
-            self._failed(operation, "unavailable")
+            self._failed(operation, permit, "unavailable")
             raise
         except BaseException:
             # Cancelled by our own caller (e.g. its deadline): says nothing about the processor.
-            self.breaker.abandon()
+            self.breaker.abandon(permit)
             raise
-        self.breaker.record_success()
-        BREAKER_OPEN.set(0)
+        self.breaker.record_success(permit)
+        self._publish()
         PROCESSOR_CALLS.labels(operation, "approved" if result.approved else "declined").inc()
         return result
 
-    def _failed(self, operation: str, outcome: str) -> None:
-        self.breaker.record_failure()
+    def _failed(self, operation: str, permit: Permit, outcome: str) -> None:
+        was = self.breaker.state
+        self.breaker.record_failure(permit)
         PROCESSOR_CALLS.labels(operation, outcome).inc()
-        if self.breaker.state is BreakerState.OPEN:
-            BREAKER_OPEN.set(1)
-            log.warning(
-                "processor breaker open",
-                extra={"failures": self.breaker.consecutive_failures, "operation": operation},
-            )
+        if self.breaker.state is BreakerState.OPEN and was is not BreakerState.OPEN:
+            log.warning("processor breaker open",
+                        extra={"operation": operation, **self.breaker.snapshot()})
+        self._publish()
+
+    def _publish(self) -> None:
+        snapshot = self.breaker.snapshot()
+        BREAKER_OPEN.set(0 if snapshot["state"] == BreakerState.CLOSED else 1)
+        FAILURE_RATIO.set(snapshot["failure_rate"])

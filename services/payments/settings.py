@@ -26,5 +26,11 @@ class PaymentsSettings(JwksClientSettings):
     processor_latency_ms: int = Field(default=0, ge=0)
     processor_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     processor_timeout_ms: int = Field(default=2_000, ge=1)
-    breaker_failure_threshold: int = Field(default=5, ge=1)
+    # The breaker opens when, among at least `minimum_calls` distinct requests in the last
+    # `window_s`, the share that failed reaches `failure_rate` (see breaker.py); it tries
+    # again after `reset_s` with up to `half_open_trials` new requests at once.
+    breaker_window_s: float = Field(default=30.0, gt=0)
+    breaker_minimum_calls: int = Field(default=20, ge=1)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
+    breaker_half_open_trials: int = Field(default=3, ge=1)

@@ -117,11 +117,12 @@ async def test_slow_processor_opens_the_breaker_and_it_closes_on_recovery(
     stack: ServiceStack, http: httpx.AsyncClient, catalog: Catalog,
     buyers: list[factories.SignedIn],
 ) -> None:  # fmt: skip
-    """Slower than the processor timeout: after `breaker_failure_threshold` timeouts the
-    breaker opens and checkouts answer 202 PENDING at once (the storefront polls the order);
-    restarted with a healthy processor, payments closes it and the PENDING orders settle."""
+    """Slower than the processor timeout: once `breaker_minimum_calls` checkouts have timed
+    out (and nothing answered) the breaker opens and checkouts answer 202 PENDING at once
+    (the storefront polls the order); restarted with a healthy processor, payments closes
+    it and the PENDING orders settle."""
     await stack.restart(
-        "payments", PAYMENTS_PROCESSOR_LATENCY_MS="5000", PAYMENTS_BREAKER_FAILURE_THRESHOLD="3"
+        "payments", PAYMENTS_PROCESSOR_LATENCY_MS="5000", PAYMENTS_BREAKER_MINIMUM_CALLS="3"
     )
     slow: dict[str, str] = {}
 

@@ -87,9 +87,8 @@ async def deps(fresh_db: Callable[..., Awaitable[FreshDb]]) -> AsyncIterator[ser
     )
     async with pool.acquire() as conn:
         await migrate(conn, schema="payments", service_dir=SERVICE_DIR)
-    gateway = ProcessorGateway(
-        SimulatedProcessor(), CircuitBreaker(failure_threshold=5, reset_after_s=10), timeout_s=5
-    )
+    breaker = CircuitBreaker(window_s=30, minimum_calls=20, failure_rate=0.5, reset_after_s=10)
+    gateway = ProcessorGateway(SimulatedProcessor(), breaker, timeout_s=5)
     yield service.Deps(pool=pool, gateway=gateway, currency="CNY", commission_bps=500)
     await pool.close()
 

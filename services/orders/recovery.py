@@ -37,7 +37,9 @@ async def recover_once(ctx: Context) -> int:
     # Long enough for one drive (a few calls, each bounded by its deadline).
     lease_s = max(settings.recovery_grace_s, 5 * settings.rpc_timeout_s)
     async with ctx.pool.acquire() as conn:
-        due = await store.claim_due(conn, limit=settings.recovery_batch, lease_s=lease_s)
+        due = await store.claim_due(
+            conn, limit=settings.recovery_batch, lease_s=lease_s,
+            backoff_s=settings.recovery_backoff_s, max_backoff_s=settings.recovery_backoff_max_s)
     finished = 0
     for order_id in due:
         async with ctx.pool.acquire() as conn:

@@ -30,6 +30,11 @@ class OrdersSettings(JwksClientSettings):
     # A PENDING order is left to the request that placed it this long before recovery acts.
     recovery_grace_s: float = Field(default=10.0, ge=0)
     recovery_interval_s: float = Field(default=3.0, gt=0)
+    # Each PENDING order's own retry back-off: base * 2^attempts, jittered, capped (and
+    # never past its payment deadline), so an order whose card keeps failing is not retried
+    # on every pass.
+    recovery_backoff_s: float = Field(default=5.0, gt=0)
+    recovery_backoff_max_s: float = Field(default=120.0, gt=0)
     recovery_batch: int = Field(default=20, ge=1, le=500)
     # An idempotency key claimed this long ago with no order behind it was abandoned.
     idempotency_claim_timeout_s: float = Field(default=60.0, gt=0)

@@ -296,14 +296,30 @@ async def add_partial_refund(
     return bool(done)
 
 
-async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_s: float) -> list[uuid.UUID]:
-    """PENDING orders due for recovery, oldest first, leased so no other replica takes them."""
-    rows = await conn.fetch(
-        "UPDATE orders SET retry_at = now() + make_interval(secs => $2) WHERE id IN ("
-        "  SELECT id FROM orders WHERE status = 'PENDING' AND retry_at <= now() "
-        "  ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, created_at",
-        limit, lease_s,
-    )
+# The next look at a claimed order: base * 2^attempts, capped, times a jitter in [0.5, 1)
+# so that orders failing together spread out; never past the payment deadline, when the
+# order is to be cancelled; and never sooner than the lease, which keeps other replicas off
+# it while this one drives it.
+_CLAIM_DUE = """
+UPDATE orders SET
+    recovery_attempts = recovery_attempts + 1,
+    retry_at = now() + make_interval(secs => greatest($2, least(
+        extract(epoch FROM payment_deadline - now()),
+        least($4, $3 * power(2, least(recovery_attempts, 30))) * (0.5 + random() / 2))))
+WHERE id IN (
+    SELECT id FROM orders WHERE status = 'PENDING' AND retry_at <= now()
+    ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, created_at
+"""
+
+
+async def claim_due(
+    conn: asyncpg.Connection, *, limit: int, lease_s: float, backoff_s: float,
+    max_backoff_s: float,
+) -> list[uuid.UUID]:
+    """PENDING orders due for recovery, oldest first, each leased and its next look put off
+    by its own back-off, so no other replica takes them and a failing one waits longer."""
+    rows = await conn.fetch(_CLAIM_DUE, limit, lease_s, backoff_s, max_backoff_s)
     return [r["id"] for r in sorted(rows, key=lambda r: r["created_at"])]
 
 

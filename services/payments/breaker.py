@@ -6,7 +6,7 @@ failure-rate breaker of resilience4j and Polly). Each call names its *subject*, 
 request it carries (an authorization's order, a capture's key): only a subject's first
 failure is counted. A request that keeps timing out (one slow card, retried by orders'
 recovery again and again) says nothing new on its second try, while the processor goes on
-answering the other cards; counting each retry is what let fifteen slow orders open the
+answering the other cards; counting each retry would let a handful of slow orders open the
 breaker for everyone. Success counts every time: each is fresh news that the processor
 answers.
 

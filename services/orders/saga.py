@@ -155,6 +155,14 @@ def _out_of_stock(sku_id: uuid.UUID, quantity: int | None = None) -> Problem:
     return Problem(409, "out-of-stock", "Out of stock", detail, sku_id=str(sku_id))
 
 
+def _cart_in_checkout() -> Problem:
+    # Another checkout of this cart took its lines first (or the cart changed after it was
+    # read): that checkout is the one that pays for them, and this one wrote nothing.
+    return Problem(409, "cart-in-checkout", "Cart in checkout",
+                   "the cart's lines were taken by another checkout, or changed, while this "
+                   "one was placed; nothing was ordered or charged: read the cart again")
+
+
 def _replay(row: asyncpg.Record, request_hash: str) -> Reply:
     if row["request_hash"] != request_hash:
         raise Problem(422, "idempotency-key-reused", "Idempotency key reused",
@@ -172,9 +180,10 @@ async def _open(
     ctx: Context, *, member: Member, request: CheckoutRequest, skus: _Skus | None, key: str,
     request_hash: str,
 ) -> Order:
-    """Steps 1 and 2: price the order, then claim the idempotency key, reserve the stock
-    and commit the order PENDING with `orders.order.placed`, all or nothing: as one
-    statement when no SKU of it is known to be bucketed, else as one transaction.
+    """Steps 1 and 2: price the order, then claim the idempotency key (and for a cart
+    order the cart lines it was priced from), reserve the stock and commit the order
+    PENDING with `orders.order.placed`, all or nothing: as one statement when no SKU of it
+    is known to be bucketed, else as one transaction.
 
     Claiming inside that statement or transaction costs no commit of its own: a concurrent
     request with the same key waits on the key's row until this one commits (then it finds
@@ -190,16 +199,8 @@ async def _open(
         return order
     for attempt in (1, 2):
         try:
-            async with ctx.pool.acquire() as conn, conn.transaction():
-                held = await idempotency.claim(
-                    conn, member_id=member.id, key=key, request_hash=request_hash,
-                    order_id=order.id, claim_timeout_s=ctx.settings.idempotency_claim_timeout_s)
-                if held is not None:
-                    raise _KeyHeld(held)
-                await _reserve(ctx, conn, order, hot=hot)
-                await store.insert_order(conn, order, retry_at=retry_at)
-                await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
-                                       aggregate_id=str(order.id), message=messages.placed(order))
+            await _placed_in_transaction(ctx, order, request_hash=request_hash,
+                                         retry_at=retry_at, hot=hot)
             return order
         except StaleHotness:
             if attempt == 2:
@@ -209,6 +210,27 @@ async def _open(
             hot = None
             ctx.admission.hot.forget(line.sku_id for line in order.lines)
     raise AssertionError("unreachable")
+
+
+async def _placed_in_transaction(
+    ctx: Context, order: Order, *, request_hash: str, retry_at: datetime,
+    hot: frozenset[uuid.UUID] | None,
+) -> None:
+    """Step 2 as a transaction, in the placing statement's lock order: key, cart, stock."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        held = await idempotency.claim(
+            conn, member_id=order.member_id, key=order.idempotency_key,
+            request_hash=request_hash, order_id=order.id,
+            claim_timeout_s=ctx.settings.idempotency_claim_timeout_s)
+        if held is not None:
+            raise _KeyHeld(held)
+        if order.from_cart and not await carts.claim(
+                conn, order.member_id, order.id, [(x.sku_id, x.quantity) for x in order.lines]):
+            raise _cart_in_checkout()
+        await _reserve(ctx, conn, order, hot=hot)
+        await store.insert_order(conn, order, retry_at=retry_at)
+        await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
+                               aggregate_id=str(order.id), message=messages.placed(order))
 
 
 async def _placed_at_once(

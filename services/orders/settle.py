@@ -144,9 +144,9 @@ async def _confirm_refunded(ctx: Context, order: Order, done: Order) -> bool:
             conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
             points_pending=done.points_pending, refunded=done.refunded)
         if changed:
+            if order.from_cart:  # cart lines before SKUs: the lock order of placing
+                await carts.remove_claimed(conn, order.member_id, order.id)
             await store.sell_held(conn, order.lines)
-            if order.from_cart:
-                await carts.remove_ordered(conn, order.id)
             await outbox.add_event(conn, source=SOURCE, subject="orders.order.confirmed",
                                    aggregate_id=str(order.id), message=messages.confirmed(done))
             await outbox.add_event(
@@ -172,7 +172,8 @@ async def _captured_too_late(ctx: Context, order_id: uuid.UUID, payment: Payment
 async def cancel(
     ctx: Context, order: Order, *, reason: str, payment_id: str | None = None
 ) -> Order:
-    """PENDING → CANCELLED: stock back, event, stored checkout answer; then release points."""
+    """PENDING → CANCELLED: cart lines and stock back, event, stored checkout answer; then
+    release points. The cart lines come back so that the member can pay another way."""
     event = _CANCEL_EVENTS.get(reason, OrderEvent.PAYMENT_DECLINED)
     status = transition(OrderStatus(order.status), event)
     done = dataclasses.replace(
@@ -184,6 +185,8 @@ async def cancel(
             conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
             cancel_reason=reason, points_pending=done.points_pending)
         if changed:
+            if order.from_cart:
+                await carts.release_claimed(conn, order.member_id, order.id)
             await store.release_held(conn, order.lines)
             await outbox.add_event(conn, source=SOURCE, subject="orders.order.cancelled",
                                    aggregate_id=str(order.id), message=messages.cancelled(done))

@@ -24,9 +24,11 @@ _CHECKOUT_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"model": Order, "description": "paid: CONFIRMED"},
     202: {"model": Order, "description": "payment outcome unknown: PENDING, settled later"},
     402: {**_PROBLEM, "description": "declined: CANCELLED; the order is in `order`"},
-    409: {**_PROBLEM, "description": "out of stock (no order), or the key is in flight"},
+    409: {**_PROBLEM, "description": "out of stock (no order), the key is in flight, or "
+          "`cart-in-checkout`: another checkout took the cart's lines first (no order)"},
     429: {**_PROBLEM, "description": "too many checkouts by the member or of a hot SKU"},
-    422: {**_PROBLEM, "description": "invalid body, missing or reused Idempotency-Key"},
+    422: {**_PROBLEM, "description": "invalid body (`from_cart` with an empty cart), missing "
+          "or reused Idempotency-Key"},
 }
 
 

@@ -1,4 +1,6 @@
-"""The member's cart: one line per SKU, emptied of what a confirmed cart order bought."""
+"""The member's cart: one line per SKU. A cart checkout claims the lines it was priced from
+(`order_id`); claimed lines are out of the cart until their order is cancelled (they come
+back) or confirmed (they are deleted)."""
 
 from __future__ import annotations
 
@@ -9,21 +11,40 @@ import asyncpg
 MAX_LINES = 50
 
 
+def claim_sql(*, member: str, order: str, lines: str) -> str:
+    """Claim for `order` the member's cart lines named in `lines` (a FROM item `w` of
+    `sku_id, quantity`), each only while still unclaimed and as it was priced; returns the
+    claimed SKUs. The placing statement composes it with its own parameters."""
+    return (f"UPDATE cart_items c SET order_id = {order} FROM {lines} "
+            f"WHERE c.member_id = {member} AND c.order_id IS NULL "
+            "AND c.sku_id = w.sku_id AND c.quantity = w.quantity RETURNING c.sku_id")
+
+
+_CLAIM = claim_sql(member="$1", order="$2",
+                   lines="unnest($3::uuid[], $4::int[]) AS w(sku_id, quantity)")
+
+
 class CartFull(Exception):
     """The cart already holds MAX_LINES other SKUs."""
 
 
 async def items(conn: asyncpg.Connection, member_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The lines in the cart: not those claimed by an order still being paid for."""
     return list(await conn.fetch(
         "SELECT c.sku_id, c.quantity, s.price, s.currency FROM cart_items c "
-        "JOIN skus s ON s.id = c.sku_id WHERE c.member_id = $1 ORDER BY c.added_at, c.sku_id",
+        "JOIN skus s ON s.id = c.sku_id WHERE c.member_id = $1 AND c.order_id IS NULL "
+        "ORDER BY c.added_at, c.sku_id",
         member_id))
 
 
 async def put(
     conn: asyncpg.Connection, member_id: uuid.UUID, sku_id: uuid.UUID, quantity: int
 ) -> None:
-    """Set the SKU's quantity (0 removes it); raises CartFull for a 51st line."""
+    """Set the SKU's quantity (0 removes it); raises CartFull for a 51st line.
+
+    A line claimed by a checkout is not in the cart: putting its SKU back makes it an
+    unclaimed line again, which that order then neither deletes nor gives back.
+    """
     if quantity == 0:
         await remove(conn, member_id, sku_id)
         return
@@ -37,22 +58,42 @@ async def put(
             raise CartFull
         await conn.execute(
             "INSERT INTO cart_items (member_id, sku_id, quantity) VALUES ($1, $2, $3) "
-            "ON CONFLICT (member_id, sku_id) DO UPDATE SET quantity = EXCLUDED.quantity",
+            "ON CONFLICT (member_id, sku_id) DO UPDATE SET quantity = EXCLUDED.quantity, "
+            "order_id = NULL",
             member_id, sku_id, quantity)
 
 
 async def remove(
     conn: asyncpg.Connection, member_id: uuid.UUID, sku_id: uuid.UUID | None
 ) -> None:
-    """One SKU's line, or (None) the whole cart."""
+    """One SKU's line, or (None) the whole cart; lines claimed by a checkout stay its own."""
     await conn.execute(
-        "DELETE FROM cart_items WHERE member_id = $1 AND ($2::uuid IS NULL OR sku_id = $2)",
+        "DELETE FROM cart_items WHERE member_id = $1 AND order_id IS NULL "
+        "AND ($2::uuid IS NULL OR sku_id = $2)",
         member_id, sku_id)
 
 
-async def remove_ordered(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
-    """Inside the confirming transaction: a cart order takes its lines out of the cart."""
+async def claim(
+    conn: asyncpg.Connection, member_id: uuid.UUID, order_id: uuid.UUID,
+    lines: list[tuple[uuid.UUID, int]],
+) -> bool:
+    """Claim the cart lines `(sku_id, quantity)` for the order: all of them, or False when
+    one was claimed by another checkout or changed since it was read (roll back then)."""
+    claimed = await conn.fetch(_CLAIM, member_id, order_id, [s for s, _ in lines],
+                               [q for _, q in lines])
+    return len(claimed) == len(lines)
+
+
+async def remove_claimed(conn: asyncpg.Connection, member_id: uuid.UUID,
+                         order_id: uuid.UUID) -> None:
+    """The order is confirmed: the lines it bought leave the cart."""
+    await conn.execute("DELETE FROM cart_items WHERE member_id = $1 AND order_id = $2",
+                       member_id, order_id)
+
+
+async def release_claimed(conn: asyncpg.Connection, member_id: uuid.UUID,
+                          order_id: uuid.UUID) -> None:
+    """The order is cancelled: the lines it claimed are back in the cart, to pay otherwise."""
     await conn.execute(
-        "DELETE FROM cart_items c USING orders o, order_lines l "
-        "WHERE o.id = $1 AND o.from_cart AND l.order_id = o.id "
-        "AND c.member_id = o.member_id AND c.sku_id = l.sku_id", order_id)
+        "UPDATE cart_items SET order_id = NULL WHERE member_id = $1 AND order_id = $2",
+        member_id, order_id)

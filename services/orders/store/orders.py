@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from services.common.outbox import Pending
-from services.orders.store import idempotency
+from services.orders.store import carts, idempotency
 from services.orders.store.stock import (  # noqa: F401  (re-exported)
     OutOfStock,
     StaleHotness,
@@ -56,7 +56,7 @@ class Order:
     created_at: datetime
     lines: tuple[Line, ...]
     refunded: int = 0  # what payments refunded of `total` (partial refunds keep it CONFIRMED)
-    from_cart: bool = False  # checked out from the cart: confirming empties those cart lines
+    from_cart: bool = False  # checked out from the cart: it claimed those cart lines
 
 
 async def insert_order(conn: asyncpg.Connection, order: Order, *, retry_at: datetime) -> None:
@@ -83,22 +83,30 @@ async def insert_order(conn: asyncpg.Connection, order: Order, *, retry_at: date
 
 class NotPlaced(Exception):
     """The one-statement placement could not take a line's stock as remembered (too few
-    units, or the SKU bucketed since): it wrote nothing, and the transaction path decides."""
+    units, or the SKU bucketed since) or its cart line: it wrote nothing, and the transaction
+    path decides."""
 
 
 # A checkout whose SKUs are all known not to be bucketed, as one statement (one round trip,
 # no BEGIN/COMMIT of its own): claim the key (its row lock first, as in the transaction
-# path), take the stock of every line in SKU order, insert the order, its lines and
-# `orders.order.placed`. A key held by another request claims nothing, so nothing else
-# happens. A line it cannot take fails the whole statement: too few units break
-# `skus.stock >= 0`, and a SKU bucketed since (whose units are in its buckets) is not taken,
-# so its line has no `sku_id` and breaks NOT NULL.
+# path), then for a cart order its cart lines, take the stock of every line in SKU order,
+# insert the order, its lines and `orders.order.placed`. A key held by another request
+# claims nothing, so nothing else happens. A line it cannot take fails the whole statement:
+# too few units break `skus.stock >= 0`; a SKU bucketed since (whose units are in its
+# buckets), or a cart line claimed by another checkout or changed since it was read, is not
+# taken, so its order line has no `sku_id` and breaks NOT NULL.
 _PLACE = f"""
 WITH claimed AS (
     {idempotency.CLAIM}
-), want AS (
+), lines AS (
     SELECT w.sku_id, w.quantity FROM unnest($18::uuid[], $22::int[]) AS w(sku_id, quantity)
     WHERE EXISTS (SELECT 1 FROM claimed)
+), carted AS (
+    {carts.claim_sql(member="$1", order="$5",
+                     lines="(SELECT * FROM lines WHERE $16::boolean) AS w")}
+), want AS (
+    SELECT sku_id, quantity FROM lines
+    WHERE NOT $16::boolean OR sku_id IN (SELECT sku_id FROM carted)
 ), locked AS (
     SELECT s.id FROM skus s JOIN want ON want.sku_id = s.id WHERE NOT s.bucketed
     ORDER BY s.id FOR UPDATE OF s
@@ -141,8 +149,9 @@ async def place(
     claim_timeout_s: float, event: Pending,
 ) -> bool:
     """Claim the key, hold the stock and insert the PENDING order with `event`, all or
-    nothing, for lines of SKUs none of which is bucketed; False if the key is held (then
-    nothing was written). Raises NotPlaced when a line's stock could not be taken."""
+    nothing, for lines of SKUs none of which is bucketed (a cart order claims its cart lines
+    too); False if the key is held (then nothing was written). Raises NotPlaced when a line's
+    stock or cart line could not be taken."""
     lines = order.lines
     try:
         claimed = await conn.fetchval(
@@ -163,7 +172,8 @@ async def place(
     except asyncpg.NotNullViolationError as exc:
         if (exc.table_name, exc.column_name) != ("order_lines", "sku_id"):
             raise
-        raise NotPlaced(f"order {order.id}: a SKU is bucketed or gone") from exc
+        raise NotPlaced(f"order {order.id}: a SKU is bucketed or gone, or a cart line "
+                        "is claimed or changed") from exc
     return bool(claimed)
 
 
@@ -230,16 +240,20 @@ async def change_status(
 
 # PENDING → CONFIRMED as one statement, so one round trip and no BEGIN/COMMIT of its own.
 # Every part hangs off `changed`: an order no longer PENDING changes nothing at all. The
-# locks are taken in the order every other transaction takes them: the order row, then its
-# SKUs' rows in SKU order (`locked`), then the idempotency key's row. A held count that would
-# go negative breaks `skus.held >= 0` and fails the whole statement. The last SELECT reads
-# the parts in turn, which runs them in that order.
+# locks are taken in the order every other transaction takes them: the order row, then the
+# cart lines it claimed, then its SKUs' rows in SKU order (`locked`), then the idempotency
+# key's row. A held count that would go negative breaks `skus.held >= 0` and fails the
+# whole statement. The last SELECT reads the parts in turn, which runs them in that order.
 _CONFIRM = """
 WITH changed AS (
     UPDATE orders SET status = $12, payment_id = $3,
         points_pending = points_pending OR $4, updated_at = now()
     WHERE id = $1 AND status = $2
     RETURNING id, member_id, from_cart
+), uncarted AS (
+    DELETE FROM cart_items ci USING changed c
+    WHERE c.from_cart AND ci.member_id = c.member_id AND ci.order_id = c.id
+    RETURNING 1
 ), lines AS (
     SELECT l.sku_id, l.quantity FROM order_lines l JOIN changed c ON l.order_id = c.id
 ), locked AS (
@@ -249,10 +263,6 @@ WITH changed AS (
         updated_at = now()
     FROM lines JOIN locked ON locked.id = lines.sku_id WHERE s.id = lines.sku_id
     RETURNING s.id
-), uncarted AS (
-    DELETE FROM cart_items ci USING changed c, lines
-    WHERE c.from_cart AND ci.member_id = c.member_id AND ci.sku_id = lines.sku_id
-    RETURNING 1
 ), announced AS (
     INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers)
     SELECT $5::uuid, $6::text, $7::text, $8::bytea, $9::jsonb FROM changed
@@ -262,8 +272,8 @@ WITH changed AS (
     FROM changed WHERE k.order_id = changed.id AND k.status = 'in_flight'
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM changed) > 0, (SELECT count(*) FROM sold),
-       (SELECT count(*) FROM uncarted), (SELECT count(*) FROM announced),
+SELECT (SELECT count(*) FROM changed) > 0, (SELECT count(*) FROM uncarted),
+       (SELECT count(*) FROM sold), (SELECT count(*) FROM announced),
        (SELECT count(*) FROM answered)
 """
 
@@ -272,8 +282,8 @@ async def confirm_paid(
     conn: asyncpg.Connection, order_id: uuid.UUID, *, was: str, now: str, payment_id: uuid.UUID,
     points_pending: bool, event: Pending, reply_status: int, reply_body: bytes,
 ) -> bool:
-    """Confirm a paid order: status, held units sold, its cart lines gone, `event` in the
-    outbox and the checkout's answer stored, all or nothing; False if it was not `was`.
+    """Confirm a paid order: status, the cart lines it claimed gone, held units sold, `event`
+    in the outbox and the checkout's answer stored, all or nothing; False if it was not `was`.
 
     For a payment with nothing refunded yet (the checkout's own path); `change_status` and
     friends in one transaction cover the rest.

@@ -56,17 +56,21 @@ def _order(skus: list[f.SkuRow], *, from_cart: bool = False, key: str = "k1",
 
 
 async def _pending(conn: asyncpg.Connection, *, from_cart: bool) -> tuple[Order, list[f.SkuRow]]:
-    """A PENDING order of two lines, its units held and its key in flight, as checkout leaves it."""
+    """A PENDING order of two lines, its units held, its key in flight and (from the cart) its
+    cart lines claimed, as checkout leaves it; the same lines are in the cart either way."""
     skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
     order = _order(skus, from_cart=from_cart)
     member_id, lines, now = order.member_id, order.lines, datetime.now(UTC)
+    for line in lines:
+        await carts.put(conn, member_id, line.sku_id, line.quantity)
     async with conn.transaction():
         assert await idempotency.claim(conn, member_id=member_id, key="k1", request_hash="h",
                                        order_id=order.id, claim_timeout_s=30) is None
+        if from_cart:
+            assert await carts.claim(conn, member_id, order.id,
+                                     [(x.sku_id, x.quantity) for x in lines])
         await store.reserve_stock(conn, lines)
         await store.insert_order(conn, order, retry_at=now)
-    for s in skus:
-        await carts.put(conn, member_id, s.id, 1)
     return order, skus
 
 
@@ -233,3 +237,45 @@ async def test_a_sku_bucketed_since_it_was_remembered_places_nothing(
         await _place(conn, _order(skus))
 
     assert await _written(conn, skus) == before
+
+
+async def _cart_lines(conn: asyncpg.Connection, member_id: uuid.UUID) -> list[tuple]:
+    return [tuple(r) for r in await conn.fetch(
+        "SELECT sku_id, quantity, order_id FROM cart_items WHERE member_id = $1 "
+        "ORDER BY quantity", member_id)]
+
+
+async def test_a_cart_order_claims_its_cart_lines_in_the_placing_statement(
+    conn: asyncpg.Connection,
+) -> None:
+    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
+    order = _order(skus, from_cart=True)
+    for line in order.lines:
+        await carts.put(conn, order.member_id, line.sku_id, line.quantity)
+
+    assert await _place(conn, order)
+
+    assert await _cart_lines(conn, order.member_id) == [
+        (skus[0].id, 2, order.id), (skus[1].id, 3, order.id)]
+    assert await carts.items(conn, order.member_id) == []  # out of the cart while it is paid
+
+
+@pytest.mark.parametrize("taken", ["claimed", "changed"])
+async def test_a_cart_line_claimed_or_changed_since_it_was_read_places_nothing(
+    conn: asyncpg.Connection, taken: str
+) -> None:
+    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
+    first = _order(skus, from_cart=True)
+    for line in first.lines:
+        await carts.put(conn, first.member_id, line.sku_id, line.quantity)
+    if taken == "claimed":  # a concurrent checkout of the same cart placed first
+        assert await _place(conn, first)
+    else:  # the member changed a quantity after this checkout read the cart
+        await carts.put(conn, first.member_id, skus[1].id, 1)
+    cart, before = await _cart_lines(conn, first.member_id), await _written(conn, skus)
+
+    with pytest.raises(store.NotPlaced):
+        await _place(conn, _order(skus, from_cart=True, key="k2", member_id=first.member_id))
+
+    assert await _written(conn, skus) == before
+    assert await _cart_lines(conn, first.member_id) == cart

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from services.cli import launcher
+from services.cli import launcher, supervisor
 from services.cli.dbsetup import SERVICES
 from services.cli.launcher import Child, Interrupted, Ports, ServiceFailed, step
 from services.cli.procs import StackError
@@ -90,7 +90,7 @@ async def _start_services(
                 secrets=secrets, key_file=paths.jwt_key,
             )  # fmt: skip
             children.append(launcher.spawn(name, env, paths.logs))
-        write_state(paths, services={c.name: c.proc.pid for c in children})
+        launcher.record_children(paths, children)
         for child in children[-len(group) :]:
             with step(f"{child.name} healthy and ready"):
                 await launcher.wait_ready(child, ports.http[child.name], stop)
@@ -121,7 +121,9 @@ async def _up(paths: DataPaths, ports: Ports, env: Mapping[str, str], seed: bool
                 )
             print(f"    {outcome}")
         print_summary(stack, ports, secrets, paths)
-        await launcher.supervise(children, stop)
+        await supervisor.supervise(
+            children, stop, on_restart=lambda _: launcher.record_children(paths, children)
+        )
         print("\nstopping ...")
         return 0
     except Interrupted:
@@ -148,7 +150,7 @@ def cmd_up(paths: DataPaths, args: argparse.Namespace) -> int:
         )
         return 1
     write_state(paths, launcher={"pid": os.getpid()})
-    ports = Ports.local(args.port_base)
+    ports = Ports.local(args.port_base, args.grpc_port_base)
     return asyncio.run(_up(paths, ports, os.environ, seed=not args.no_seed))
 
 
@@ -210,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the stack and the four services (make run)")
     up.add_argument("--port-base", type=int, default=8000,
                     help="orders' HTTP port; +1, +2, +3 (gRPC 50052, 50053 move as far)")
+    up.add_argument("--grpc-port-base", type=int, default=None,
+                    help="payments' gRPC port; membership's is +1 (default: 50052, moved "
+                    "as far as --port-base)")
     up.add_argument("--no-seed", action="store_true", help="do not seed an empty catalog")
     stack = sub.add_parser("stack", help="the local Postgres and NATS only")
     stack.add_argument("action", choices=["start", "stop", "status"])

@@ -1,8 +1,10 @@
 """`marketplace up`: the stack, the database, the four services as child processes, a seed.
 
 Services start in dependency order (membership and payments serve gRPC to orders), each
-waited for on /healthz then /readyz. Ctrl-C stops the services, then whatever part of the
-stack this run started. A service that dies takes the rest down with a non-zero exit.
+waited for on /healthz then /readyz; one that cannot start fails `up`. Once all serve, each
+child process is supervised on its own (services.cli.supervisor): one that dies is logged
+and started again after a back-off, while the others keep serving, and stack.json follows
+its new pid. Ctrl-C stops the services, then whatever part of the stack this run started.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -112,17 +114,34 @@ def service_nats_url(name: str, nats_url: str, secrets: LocalSecrets) -> str:
 
 @dataclass
 class Child:
-    name: str
+    """One process of a service (a service may run several); `respawn` starts it again."""
+
+    name: str  # the service: `python -m services.<name>`
     proc: subprocess.Popen[bytes]
     log_file: Path
     log_start: int = 0  # where this run's output begins in the (appended) log
+    env: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""  # this process among its service's: stack.json's key (default: name)
+    started_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
+
+    @property
+    def http_port(self) -> int:
+        return int(self.env[f"{self.name.upper()}_HTTP_PORT"])
+
+    def respawn(self) -> None:
+        """Start the process again, as before (same environment, same log file)."""
+        self.proc, self.log_start = _popen(self.name, self.env, self.log_file)
+        self.started_at = time.monotonic()
 
     def failure(self, what: str) -> ServiceFailed:
         with self.log_file.open("rb") as log:
             log.seek(self.log_start)
             lines = log.read().decode(errors="replace").splitlines()[-30:]
         return ServiceFailed(
-            f"{self.name} {what}; last lines of {self.log_file}:\n" + "\n".join(lines)
+            f"{self.label} {what}; last lines of {self.log_file}:\n" + "\n".join(lines)
         )
 
 
@@ -149,9 +168,17 @@ def check_ports_free(ports: Ports) -> None:
                 )
 
 
-def spawn(name: str, env: Mapping[str, str], log_dir: Path) -> Child:
-    log_file = log_dir / f"{name}.log"
+def spawn(name: str, env: Mapping[str, str], log_dir: Path, *, label: str = "") -> Child:
+    """Start `python -m services.<name>`, its output appended to <log_dir>/<label>.log."""
+    log_file = log_dir / f"{label or name}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
+    proc, log_start = _popen(name, env, log_file)
+    return Child(name, proc, log_file, log_start, env=dict(env), label=label)
+
+
+def _popen(
+    name: str, env: Mapping[str, str], log_file: Path
+) -> tuple[subprocess.Popen[bytes], int]:
     with log_file.open("ab") as out:
         log_start = out.tell()
         out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}\n".encode())
@@ -166,7 +193,7 @@ def spawn(name: str, env: Mapping[str, str], log_dir: Path) -> Child:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return Child(name, proc, log_file, log_start)
+    return proc, log_start
 
 
 async def wait_ready(child: Child, port: int, stop: asyncio.Event, *, within: float = 90.0) -> None:
@@ -208,14 +235,9 @@ def stop_children(children: list[Child]) -> None:
                 child.proc.wait()
 
 
-async def supervise(children: list[Child], stop: asyncio.Event) -> None:
-    """Wait for Ctrl-C; raise ServiceFailed as soon as a child exits on its own."""
-    while not stop.is_set():
-        for child in children:
-            if child.proc.poll() is not None:
-                raise child.failure(f"exited unexpectedly with code {child.proc.returncode}")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+def record_children(paths: DataPaths, children: Sequence[Child]) -> None:
+    """stack.json's `services`: each child's current pid (`stack stop` ends them)."""
+    write_state(paths, services={c.label: c.proc.pid for c in children})
 
 
 @contextlib.contextmanager
@@ -262,9 +284,10 @@ def stop_launcher(paths: DataPaths, state: Mapping[str, object]) -> list[str]:
         stop_process(pid, timeout=4 * STOP_TIMEOUT)
         stopped.append(f"marketplace up (pid {pid})")
     services = state.get("services")
-    for name, pid in services.items() if isinstance(services, dict) else []:
-        if name in SERVICES and f"services.{name}" in cmdline_of(pid):
+    for label, pid in services.items() if isinstance(services, dict) else []:
+        command = cmdline_of(pid)
+        if any(f"services.{name}" in command for name in SERVICES):  # still ours
             stop_process(pid, timeout=STOP_TIMEOUT)
-            stopped.append(name)
+            stopped.append(label)
     write_state(paths, launcher=None, services={})
     return stopped

@@ -1,4 +1,5 @@
-"""The local stack: Postgres and NATS under `<repo>/.data/`, recorded in `.data/stack.json`.
+"""The local stack: Postgres and NATS under `<repo>/.data/` (or MARKETPLACE_DATA_DIR),
+recorded in `.data/stack.json`.
 
 `DATABASE_URL` (a superuser URL) and `NATS_URL` replace the embedded servers, each on its
 own. Other commands (`marketplace seed`, `audit`, `migrate`) find the stack through
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from services.cli.procs import StackError
 from services.cli.secrets import LocalSecrets, write_private
 
 log = logging.getLogger("marketplace.stack")
+DATA_DIR_ENV = "MARKETPLACE_DATA_DIR"
 
 
 def repo_root() -> Path:
@@ -42,13 +45,15 @@ def repo_root() -> Path:
 
 @dataclass(frozen=True)
 class DataPaths:
-    """Where the local stack keeps its state: `<repo>/.data` unless told otherwise."""
+    """Where the local stack keeps its state: `<repo>/.data`, or MARKETPLACE_DATA_DIR."""
 
     root: Path
 
     @classmethod
-    def default(cls) -> DataPaths:
-        return cls(repo_root() / ".data")
+    def default(cls, env: Mapping[str, str] = os.environ) -> DataPaths:
+        # An environment variable rather than a flag: every command (those forwarded to
+        # other modules too) then finds the same stack, e.g. a second one beside .data.
+        return cls(Path(env.get(DATA_DIR_ENV) or repo_root() / ".data"))
 
     @property
     def pg(self) -> Path:

@@ -1,8 +1,9 @@
 """`marketplace analytics rebuild`: replay every stream into fresh projections and swap them in.
 
 Connection settings come from the flags, else the environment the analytics service reads
-(ANALYTICS_DATABASE_URL, ANALYTICS_NATS_URL; MARKETPLACE_ADMIN_DSN for the one-off creation
-of the shadow schema), else the local stack in .data/ (`make run`).
+(ANALYTICS_DATABASE_SESSION_URL, else ANALYTICS_DATABASE_URL; ANALYTICS_NATS_URL;
+MARKETPLACE_ADMIN_DSN for the one-off creation of the shadow schema), else the local stack
+in .data/ (`make run`).
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def parse(argv: list[str] | None, env: Mapping[str, str]) -> argparse.Namespace:
         description="Drop and rebuild every analytics projection from the streams, then swap "
                     "it in; the live service keeps running.",
     )
-    parser.add_argument("--database-url", default=env.get("ANALYTICS_DATABASE_URL"),
-                        help="the analytics role's DSN (default: $ANALYTICS_DATABASE_URL)")
+    # A session of its own (SET search_path, one long replay): the direct DSN, not a pooler's.
+    default_dsn = env.get("ANALYTICS_DATABASE_SESSION_URL") or env.get("ANALYTICS_DATABASE_URL")
+    parser.add_argument("--database-url", default=default_dsn,
+                        help="the analytics role's direct DSN (default: "
+                             "$ANALYTICS_DATABASE_SESSION_URL, else $ANALYTICS_DATABASE_URL)")
     parser.add_argument("--nats-url", default=env.get("ANALYTICS_NATS_URL"),
                         help="default: $ANALYTICS_NATS_URL")
     parser.add_argument("--admin-dsn", default=env.get("MARKETPLACE_ADMIN_DSN"),

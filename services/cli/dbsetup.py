@@ -121,6 +121,10 @@ async def _ensure_schemas(conn: asyncpg.Connection) -> None:
         s = _ident(svc)
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s} AUTHORIZATION {s}")
         await conn.execute(f"ALTER SCHEMA {s} OWNER TO {s}")
+        # Through a transaction-pooling PgBouncer the schema cannot come from a startup
+        # parameter (it refuses unknown ones, and ignoring it would lose it): the role's
+        # own search_path applies to every server connection opened for it.
+        await conn.execute(f"ALTER ROLE {s} SET search_path = {s}")
         others = ", ".join(_ident(o) for o in SERVICES if o != svc)
         await conn.execute(f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC, {others}")
         await conn.execute(f"GRANT USAGE ON SCHEMA {s} TO {auditor}")

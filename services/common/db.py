@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 import orjson
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -26,43 +29,25 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
     asyncpg still rolls back any open transaction before calling this. Pool users keep
     no session state: locks are transaction-scoped, SET is LOCAL, search_path comes
-    from the startup parameters; LISTEN and session locks use `connect()` instead.
-    Saves one round trip on every release, several per checkout.
+    from the startup parameters (or, through a pooler, from the role); LISTEN and session
+    locks use `connect()` on the direct DSN instead. Saves one round trip on every
+    release, several per checkout; through a transaction pooler the reset would run on
+    whichever server connection the pooler picks, not this session's.
     """
 
 
-async def create_pool(
-    dsn: str,
-    *,
-    schema: str,
-    application_name: str,
-    min_size: int = 2,
-    max_size: int = 20,
-    connect_attempts: int = 30,
-) -> asyncpg.Pool:
-    """Open a pool whose connections see only `schema`, retrying while Postgres starts."""
-    server_settings = {"search_path": schema, "application_name": application_name}
+async def _retrying(open_: Callable[[], Awaitable[T]], *, what: str, attempts: int) -> T:
+    """`open_()`, retried with a growing pause while Postgres (or the pooler) starts."""
     delay = 0.2
-    for attempt in range(1, connect_attempts + 1):
+    for attempt in range(1, attempts + 1):
         try:
-            pool: asyncpg.Pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                server_settings=server_settings,
-                init=_init_connection,
-                reset=_keep_session,
-                # Connections that broke (e.g. Postgres restarted) are replaced on next use.
-                max_inactive_connection_lifetime=60.0,
-                command_timeout=30.0,
-            )
-            return pool
+            return await open_()
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
-            if attempt == connect_attempts:
+            if attempt == attempts:
                 raise RuntimeError(
-                    f"could not connect to Postgres for {application_name} after "
-                    f"{attempt} attempts: {exc}; check that the server named by the "
-                    "DATABASE_URL is running"
+                    f"could not connect to Postgres for {what} after {attempt} attempts: "
+                    f"{exc}; check that the server named by the DATABASE_URL (or "
+                    "DATABASE_SESSION_URL) is running"
                 ) from exc
             log.warning(
                 "postgres not reachable, retrying",
@@ -73,11 +58,59 @@ async def create_pool(
     raise AssertionError("unreachable")
 
 
-async def connect(dsn: str, *, schema: str, application_name: str) -> asyncpg.Connection:
-    """One dedicated connection (LISTEN, advisory locks), bound to `schema`."""
-    conn: asyncpg.Connection = await asyncpg.connect(
-        dsn,
-        server_settings={"search_path": schema, "application_name": application_name},
-    )
+async def create_pool(
+    dsn: str,
+    *,
+    schema: str,
+    application_name: str,
+    min_size: int = 2,
+    max_size: int = 20,
+    pooler: bool = False,
+    connect_attempts: int = 30,
+) -> asyncpg.Pool:
+    """Open a pool whose connections see only `schema`, retrying while Postgres starts.
+
+    With `pooler` the DSN is a transaction-pooling PgBouncer: consecutive statements may
+    reach different server sessions, so asyncpg keeps no named prepared statements, and
+    the schema comes from the role's search_path (PgBouncer refuses it at start-up).
+    """
+    server_settings = {"application_name": application_name}
+    if not pooler:
+        server_settings["search_path"] = schema
+
+    async def open_pool() -> asyncpg.Pool:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            server_settings=server_settings,
+            init=_init_connection,
+            reset=_keep_session,
+            statement_cache_size=0 if pooler else 100,
+            # Connections that broke (e.g. Postgres restarted) are replaced on next use.
+            max_inactive_connection_lifetime=60.0,
+            command_timeout=30.0,
+        )
+        return pool
+
+    return await _retrying(open_pool, what=application_name, attempts=connect_attempts)
+
+
+async def connect(
+    dsn: str, *, schema: str, application_name: str, connect_attempts: int = 1
+) -> asyncpg.Connection:
+    """One dedicated session (LISTEN, advisory locks, migrations), bound to `schema`.
+
+    `dsn` must reach Postgres directly: a transaction pooler would hand its statements
+    to other sessions."""
+
+    async def open_conn() -> asyncpg.Connection:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            dsn,
+            server_settings={"search_path": schema, "application_name": application_name},
+        )
+        return conn
+
+    conn = await _retrying(open_conn, what=application_name, attempts=connect_attempts)
     await _init_connection(conn)
     return conn

@@ -91,6 +91,8 @@ class OutboxRelay:
     order per aggregate holds with several replicas; the others wait as standbys.
     Woken by LISTEN/NOTIFY, with a slow poll as a safety net; after a wake it lingers
     `linger_s` (as a Kafka producer's linger.ms) so a steady trickle shares round trips.
+    `dsn` must reach Postgres directly (the service's session DSN): the lock and LISTEN
+    belong to a session, which a transaction pooler does not keep.
     """
 
     def __init__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -59,6 +60,17 @@ def unauthorized(detail: str) -> Problem:
     return Problem(
         401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"}
     )
+
+
+# The database (Postgres, or the pooler in front of it) refused or lost the connection: the
+# request may be sent again, with the same Idempotency-Key, once it is back.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    ConnectionError,  # refused or reset: the server or pooler is down or restarting
+    asyncpg.PostgresConnectionError,  # class 08, e.g. a pooler's lost server connection
+    asyncpg.CannotConnectNowError,  # Postgres starting or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 def validation_error(field: str, message: str) -> Problem:
@@ -167,6 +179,17 @@ def install(app: FastAPI) -> None:
             exc.status_code, slug, title, detail,
             instance=request.url.path, headers=getattr(exc, "headers", None),
         )
+
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
+        return problem_response(
+            503, "unavailable", "Database unavailable",
+            "the database could not be reached; retry with the same Idempotency-Key",
+            instance=request.url.path, headers={"Retry-After": "1"},
+        )
+
+    for exc_type in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(exc_type, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,13 +2,13 @@
 PY    := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: run test proto lint stop clean browser
+.PHONY: run test proto lint stop clean browser pgbouncer
 
-run: proto
+run: proto pgbouncer
 	.venv/bin/marketplace up $(ARGS)
 
 # Tests use the committed gen/ as it is: a test fails when it is stale against proto/.
-test: $(STAMP) browser
+test: $(STAMP) browser pgbouncer
 	$(PY) -m pytest $(ARGS)
 
 proto: $(STAMP)
@@ -30,6 +30,10 @@ $(PY):
 # The dashboard test drives Debian's Chromium (never a downloaded browser build).
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# `marketplace up --pooler` and the topology tests put Debian's PgBouncer in front of Postgres.
+pgbouncer:
+	@test -x /usr/sbin/pgbouncer || (apt-get update -qq && apt-get install -y -qq pgbouncer)
 
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml | $(PY)

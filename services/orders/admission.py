@@ -1,52 +1,27 @@
-"""In-process protection of checkout: per-member rate, per-hot-SKU admission, sold-out memory.
+"""Protection of checkout: the per-member rate (counted for the cluster), and in this
+process per-hot-SKU admission, checkout slots and the sold-out memory.
 
-All of it answers before the database is touched, so a midnight crowd on one SKU costs
-this process a few microseconds per refused buyer and Postgres nothing.
+What is per process answers before the database is touched, so a midnight crowd on one
+SKU costs Postgres nothing. The member rate is spent by the statement that places the
+order; a member refused lately is refused again from memory until their wait is over.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from services.common.errors import Problem
+from services.common.ratelimit import Db, Rate, SharedLimit
+from services.common.ratelimit import too_many as rate_limited
 
 Clock = Callable[[], float]
 _MAX_KEYS = 100_000
 SHED_DETAIL = "too many checkouts in progress; retry in a moment"
-
-
-def rate_limited(retry_after_s: float, detail: str) -> Problem:
-    seconds = max(1, math.ceil(retry_after_s))
-    return Problem(429, "rate-limited", "Too many requests", detail,
-                   headers={"Retry-After": str(seconds)})
-
-
-@dataclass
-class TokenBuckets:
-    """A token bucket per key: `burst` tokens, refilled at `per_s` a second."""
-
-    burst: int
-    per_s: float
-    clock: Clock = time.monotonic
-    _state: dict[uuid.UUID, tuple[float, float]] = field(default_factory=dict)
-
-    def take(self, key: uuid.UUID) -> float:
-        """0 when allowed (a token is spent); else the seconds until a token is back."""
-        now = self.clock()
-        tokens, at = self._state.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.per_s)
-        if tokens < 1:
-            self._state[key] = (tokens, now)
-            return (1 - tokens) / self.per_s
-        if len(self._state) >= _MAX_KEYS and key not in self._state:
-            self._state.clear()  # forgetting buckets only ever lets members through
-        self._state[key] = (tokens - 1, now)
-        return 0.0
+MEMBER_DETAIL = "too many checkouts from this member; slow down"
 
 
 @dataclass
@@ -136,7 +111,7 @@ class Slots:
 
 @dataclass
 class Admission:
-    members: TokenBuckets
+    members: SharedLimit  # keyed by the member id's text
     hot_gate: SkuGate
     checkouts: Slots
     hot: Recent  # sku -> 1 (bucketed) / 0
@@ -145,13 +120,20 @@ class Admission:
     @classmethod
     def build(cls, *, burst: int, per_s: float, hot_limit: int, sold_out_s: float,
               max_checkouts: int = 16, clock: Clock = time.monotonic) -> Admission:
-        return cls(members=TokenBuckets(burst, per_s, clock), hot_gate=SkuGate(hot_limit),
+        members = SharedLimit("checkout-member", Rate.per_second(burst, per_s), clock=clock)
+        return cls(members=members, hot_gate=SkuGate(hot_limit),
                    checkouts=Slots(max_checkouts),
                    hot=Recent(5.0, clock), left=Recent(sold_out_s, clock))
 
     def check_member(self, member_id: uuid.UUID) -> None:
-        if wait := self.members.take(member_id):
-            raise rate_limited(wait, "too many checkouts from this member; slow down")
+        """429 at once for a member the cluster refused lately (the decision is the placing
+        statement's: see `member_refused`)."""
+        if wait := self.members.known_wait(str(member_id)):
+            raise rate_limited(wait, MEMBER_DETAIL)
+
+    async def member_refused(self, db: Db, member_id: uuid.UUID) -> Problem:
+        """The 429 for a member whose placing the rate refused (remembered from now on)."""
+        return rate_limited(await self.members.refused(db, str(member_id)), MEMBER_DETAIL)
 
     def known_short(self, items: Iterable[tuple[uuid.UUID, int]]) -> uuid.UUID | None:
         """A SKU recently seen with fewer units than asked for, if any."""

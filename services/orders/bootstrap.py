@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from grpc import aio
 
-from services.common import asgi, grpcutil, inbox, runtime, web
+from services.common import asgi, grpcutil, inbox, ratelimit, runtime, web
 from services.common.auth import JwksVerifier
 from services.common.runtime import Infra
 from services.orders import api, handlers, recovery
@@ -76,7 +76,8 @@ async def start(settings: OrdersSettings) -> Service:
         pool=infra.pool, bus=infra.bus, name="orders-payments", stream="PAYMENTS",
         subjects=["payments.payment.refunded"], handler=handlers.on_payment_refunded,
     ))
-    tasks = [recovery.run(context), _close_when_stopped([payments_channel, membership_channel])]
+    tasks = [recovery.run(context), ratelimit.keep_purged(infra.pool),
+             _close_when_stopped([payments_channel, membership_channel])]
     return Service(infra=infra, app=app, context=context, tasks=tasks)
 
 

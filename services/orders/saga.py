@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import orjson
 
-from services.common import outbox
+from services.common import outbox, ratelimit
 from services.common.auth import Member
 from services.common.errors import Problem, unauthorized, validation_error
 from services.orders import faults, messages, settle, views
@@ -98,6 +98,13 @@ async def _checkout(
             # answer. Nothing was written under the key, so nothing needs undoing.
             return await _earlier_answer(ctx, member, idempotency_key, request_hash,
                                          refusal=refusal)
+        except asyncpg.CheckViolationError as exc:
+            if not ratelimit.is_refusal(exc):
+                raise
+            # The member's checkout rate, counted for the cluster, refused the placing.
+            limited = await ctx.admission.member_refused(ctx.pool, member.id)
+            return await _earlier_answer(ctx, member, idempotency_key, request_hash,
+                                         refusal=limited)
         await faults.point(ctx.settings, "after_reserve")
         try:
             order = await settle.drive(ctx, order, ask_first=False)
@@ -228,6 +235,7 @@ async def _placed_in_transaction(
                 conn, order.member_id, order.id, [(x.sku_id, x.quantity) for x in order.lines]):
             raise _cart_in_checkout()
         await _reserve(ctx, conn, order, hot=hot)
+        await ctx.admission.members.spend(conn, str(order.member_id))
         await store.insert_order(conn, order, retry_at=retry_at)
         await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
                                aggregate_id=str(order.id), message=messages.placed(order))
@@ -246,6 +254,7 @@ async def _placed_at_once(
             if await store.place(
                 conn, order, retry_at=retry_at, request_hash=request_hash,
                 claim_timeout_s=ctx.settings.idempotency_claim_timeout_s,
+                rate=ctx.admission.members.params(),
                 event=outbox.pending(source=settle.SOURCE, subject="orders.order.placed",
                                      aggregate_id=str(order.id),
                                      message=messages.placed(order))):

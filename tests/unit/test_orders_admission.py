@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from services.common.auth import Member
 from services.common.errors import Problem
 from services.orders import saga
-from services.orders.admission import Admission, Recent, SkuGate, Slots, TokenBuckets
+from services.orders.admission import Admission, Recent, SkuGate, Slots
 from services.orders.context import Context
 from services.orders.page_cache import PageCache
 from services.orders.settings import OrdersSettings
@@ -24,16 +24,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_a_member_gets_a_burst_then_tokens_at_the_refill_rate() -> None:
-    clock, member = Clock(), uuid.uuid4()
-    buckets = TokenBuckets(burst=2, per_s=0.5, clock=clock)
-    assert [buckets.take(member), buckets.take(member)] == [0.0, 0.0]
-    assert buckets.take(member) == pytest.approx(2.0)
-    assert buckets.take(uuid.uuid4()) == 0.0  # another member has a bucket of their own
-    clock.now = 2.0
-    assert buckets.take(member) == 0.0
 
 
 def test_the_gate_admits_up_to_its_limit_per_sku_and_lets_go_on_exit() -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
+from services.common import ratelimit
 from services.common.outbox import Pending
 from services.orders.store import carts, idempotency
 from services.orders.store.stock import (  # noqa: F401  (re-exported)
@@ -94,7 +95,9 @@ class NotPlaced(Exception):
 # claims nothing, so nothing else happens. A line it cannot take fails the whole statement:
 # too few units break `skus.stock >= 0`; a SKU bucketed since (whose units are in its
 # buckets), or a cart line claimed by another checkout or changed since it was read, is not
-# taken, so its order line has no `sku_id` and breaks NOT NULL.
+# taken, so its order line has no `sku_id` and breaks NOT NULL. Last (so after the stock,
+# the transaction path's lock order too) it spends one of the member's checkout rate, whose
+# refusal (a check violation on `rate_limits`) fails the statement as well.
 _PLACE = f"""
 WITH claimed AS (
     {idempotency.CLAIM}
@@ -138,20 +141,26 @@ WITH claimed AS (
     INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers)
     SELECT $25::uuid, $26::text, $27::text, $28::bytea, $29::jsonb FROM placed
     RETURNING 1
+), metered AS (
+    {ratelimit.take_sql(name="$30::text", key="$1::text", every="$31::interval",
+                        ceiling="$32::interval", source="FROM claimed")}
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM claimed) > 0, (SELECT count(*) FROM taken),
-       (SELECT count(*) FROM lined), (SELECT count(*) FROM announced)
+       (SELECT count(*) FROM lined), (SELECT count(*) FROM announced),
+       (SELECT count(*) FROM metered)
 """
 
 
 async def place(
     conn: asyncpg.Connection, order: Order, *, retry_at: datetime, request_hash: str,
-    claim_timeout_s: float, event: Pending,
+    claim_timeout_s: float, event: Pending, rate: tuple[str, timedelta, timedelta],
 ) -> bool:
     """Claim the key, hold the stock and insert the PENDING order with `event`, all or
     nothing, for lines of SKUs none of which is bucketed (a cart order claims its cart lines
-    too); False if the key is held (then nothing was written). Raises NotPlaced when a line's
-    stock or cart line could not be taken."""
+    too), spending one of the member's checkout `rate` (`SharedLimit.params`); False if the
+    key is held (then nothing was written). Raises NotPlaced when a line's stock or cart
+    line could not be taken, and the rate's refusal (`ratelimit.is_refusal`) as it is."""
     lines = order.lines
     try:
         claimed = await conn.fetchval(
@@ -163,7 +172,7 @@ async def place(
             [x.merchant_id for x in lines], [x.category for x in lines],
             [x.quantity for x in lines], [x.unit_price for x in lines],
             [x.line_total for x in lines], event.event_id, event.subject, event.aggregate_id,
-            event.payload, event.headers,
+            event.payload, event.headers, *rate,
         )
     except asyncpg.CheckViolationError as exc:
         if exc.table_name != "skus":

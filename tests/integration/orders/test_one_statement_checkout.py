@@ -13,7 +13,8 @@ import pytest
 from asyncpg.connection import LoggedQuery
 from marketplace.events.v1 import events_pb2 as ev
 
-from services.common import db, outbox
+from services.common import db, outbox, ratelimit
+from services.common.ratelimit import Rate, SharedLimit
 from services.orders.store import carts, idempotency
 from services.orders.store import orders as store
 from services.orders.store.orders import Line, Order
@@ -159,9 +160,14 @@ def _placed_event(order: Order) -> outbox.Pending:
                           message=ev.OrderPlaced(order_id=str(order.id)))
 
 
+# The per-member checkout rate: 2 at once, then one every 100 s.
+RATE = SharedLimit("checkout-member", Rate(2, timedelta(seconds=100)))
+
+
 async def _place(conn: asyncpg.Connection, order: Order) -> bool:
     return await store.place(conn, order, retry_at=datetime.now(UTC), request_hash="h",
-                             claim_timeout_s=30, event=_placed_event(order))
+                             claim_timeout_s=30, event=_placed_event(order),
+                             rate=RATE.params())
 
 
 async def _written(conn: asyncpg.Connection, skus: list[f.SkuRow]) -> dict:
@@ -200,6 +206,25 @@ async def test_one_statement_places_the_order_holds_its_units_claims_the_key_and
     assert tuple(await conn.fetchrow(
         "SELECT status, order_id, request_hash FROM idempotency_keys WHERE member_id = $1 "
         "AND key = 'k1'", order.member_id)) == ("in_flight", order.id, "h")
+
+
+async def test_a_member_past_the_rate_places_nothing_and_claims_no_key(
+    conn: asyncpg.Connection,
+) -> None:
+    skus = await f.product(conn, await f.merchant(conn), skus=[(1_000, 10), (250, 10)])
+    member = uuid.uuid4()
+    assert await _place(conn, _order(skus, member_id=member, key="a"))
+    assert not await _place(conn, _order(skus, member_id=member, key="a"))  # a replay: free
+    assert await _place(conn, _order(skus, member_id=member, key="b"))
+    before = await _written(conn, skus)
+
+    with pytest.raises(asyncpg.CheckViolationError) as refused:
+        await _place(conn, _order(skus, member_id=member, key="c"))
+
+    assert ratelimit.is_refusal(refused.value)
+    assert await _written(conn, skus) == before  # no order, no key "c", no units held
+    assert 99 < await RATE.refused(conn, str(member)) <= 100
+    assert await _place(conn, _order(skus, key="c"))  # another member's own budget
 
 
 async def test_a_key_already_held_places_nothing(conn: asyncpg.Connection) -> None:

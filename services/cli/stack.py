@@ -174,8 +174,12 @@ def _start_embedded_nats(
     return server
 
 
-def start_stack(paths: DataPaths, *, env: Mapping[str, str], secrets: LocalSecrets) -> Stack:
-    """Start (or reuse) Postgres and NATS, honouring DATABASE_URL and NATS_URL in `env`."""
+def start_stack(
+    paths: DataPaths, *, env: Mapping[str, str], secrets: LocalSecrets, with_nats: bool = True
+) -> Stack:
+    """Start (or reuse) Postgres and NATS, honouring DATABASE_URL and NATS_URL in `env`.
+
+    Without `with_nats` the caller runs NATS itself (`up --nats-cluster`): Postgres only."""
     paths.root.mkdir(parents=True, exist_ok=True)
     state = read_state(paths)
     if env.get("DATABASE_URL"):
@@ -188,6 +192,11 @@ def start_stack(paths: DataPaths, *, env: Mapping[str, str], secrets: LocalSecre
     else:
         port = state.get("postgres", {}).get("port") or PG_DEFAULT_PORT
         pg = _start_embedded_postgres(paths, secrets, port)
+    if not with_nats:
+        if env.get("NATS_URL"):
+            raise StackError("NATS_URL names a NATS server, and --nats-cluster starts one: "
+                             "unset NATS_URL or drop --nats-cluster")
+        return pg
     if env.get("NATS_URL"):
         nats_url, started_nats = env["NATS_URL"], False
         nats_record = state.get("nats", {}) | {"embedded": False}
@@ -231,6 +240,9 @@ def stop_stack(paths: DataPaths, *, only_started_by: Stack | None = None) -> lis
     want_nats = only_started_by is None or only_started_by.started_nats
     if want_nats and stop_nats(nats.get("pid"), paths.nats_conf):
         stopped.append("nats")
+    if only_started_by is None:  # a cluster left by an `up --nats-cluster` that was killed
+        nodes = nats.get("nodes") or []
+        stopped += [f"nats {n['name']}" for n in nodes if stop_nats(n["pid"], Path(n["config"]))]
     want_pg = only_started_by is None or only_started_by.started_postgres
     if want_pg and stop_postgres(paths.pg):
         stopped.append("postgres")
@@ -242,14 +254,17 @@ def stack_status(paths: DataPaths) -> dict[str, dict[str, Any]]:
     state = read_state(paths)
     pg, nats = state.get("postgres", {}), state.get("nats", {})
     pg_running = running_postgres(paths.pg) if pg.get("embedded") else None
+    pg_status = {
+        "embedded": bool(pg.get("embedded")),
+        "running": pg_running is not None if pg.get("embedded") else None,
+        "pid": pg_running[0] if pg_running else None,
+        "url": redact(state["admin_dsn"]) if "admin_dsn" in state else None,
+    }
     nats_running = bool(nats.get("embedded")) and is_our_nats(nats.get("pid"), paths.nats_conf)
+    if nats.get("cluster"):
+        return {"postgres": pg_status, "nats": _cluster_status(nats)}
     return {
-        "postgres": {
-            "embedded": bool(pg.get("embedded")),
-            "running": pg_running is not None if pg.get("embedded") else None,
-            "pid": pg_running[0] if pg_running else None,
-            "url": redact(state["admin_dsn"]) if "admin_dsn" in state else None,
-        },
+        "postgres": pg_status,
         "nats": {
             "embedded": bool(nats.get("embedded")),
             "running": (nats_running and nats_healthy(nats["monitor_port"]))
@@ -259,6 +274,15 @@ def stack_status(paths: DataPaths) -> dict[str, dict[str, Any]]:
             "url": state.get("nats_url"),
         },
     }
+
+
+def _cluster_status(nats: Mapping[str, Any]) -> dict[str, Any]:
+    """`up --nats-cluster`'s three nodes: running when every one is ours and healthy."""
+    nodes = nats.get("nodes") or []
+    live = [n for n in nodes if is_our_nats(n["pid"], Path(n["config"]))]
+    healthy = len(live) == len(nodes) > 0 and all(nats_healthy(n["monitor_port"]) for n in live)
+    return {"embedded": True, "running": healthy, "pid": ",".join(str(n["pid"]) for n in live),
+            "url": nats.get("url")}
 
 
 async def bootstrap_stack(paths: DataPaths, stack: Stack, secrets: LocalSecrets) -> dict[str, str]:

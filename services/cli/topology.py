@@ -35,7 +35,7 @@ from services.cli.launcher import (
     stop_children,
     wait_ready,
 )
-from services.cli.natscluster import NatsCluster, start_nats_cluster
+from services.cli.natscluster import NatsCluster, NodePorts, start_nats_cluster
 from services.cli.natsserver import NATS_ADMIN_USER, with_credentials
 from services.cli.pooler import Pooler, service_db_env, start_pgbouncer, stop_pgbouncer
 from services.cli.procs import StackError, cmdline_of, find_port, port_free, stop_process
@@ -147,14 +147,16 @@ class Topology:
     balancer: Balancer | None = None
     children: list[Child] = field(default_factory=list)
 
-    async def start_nats_cluster(self, users: Mapping[str, str] | None) -> str:
+    async def start_nats_cluster(
+        self, users: Mapping[str, str] | None, *, ports: Sequence[NodePorts] | None = None
+    ) -> str:
         """Three nodes under <root>/nats-cluster, the streams created R3; their URL.
 
         The streams are created here, once, before any service starts: on a fresh cluster,
         several processes creating the same R3 stream at once wait for answers that never
         come (nats: timeout), where one server answers the losers 'already in use'."""
         self.cluster = await asyncio.to_thread(
-            start_nats_cluster, self.root / "nats-cluster", users=users
+            start_nats_cluster, self.root / "nats-cluster", users=users, ports=ports
         )
         admin = (users or {}).get(NATS_ADMIN_USER)
         url = self.cluster.url
@@ -166,10 +168,12 @@ class Topology:
             await bus.close()
         return url
 
-    def start_pooler(self, admin_dsn: str, users: Mapping[str, str]) -> Pooler:
+    def start_pooler(
+        self, admin_dsn: str, users: Mapping[str, str], *, port: int | None = None
+    ) -> Pooler:
         """PgBouncer in front of the server `admin_dsn` points at, for `users`' roles."""
         server = urlsplit(admin_dsn)
-        port = find_port(PGBOUNCER_DEFAULT_PORT, "PgBouncer")
+        port = port or find_port(PGBOUNCER_DEFAULT_PORT, "PgBouncer")
         self.pooler = start_pgbouncer(
             self.root / "pgbouncer", listen_port=port, pg_host=server.hostname or "127.0.0.1",
             pg_port=server.port or 5432, users=users,

@@ -10,8 +10,10 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests import factories
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import SINGLE_ONLY, Stack
 from tests.helpers import eventually
+
+pytestmark = SINGLE_ONLY
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard.png"

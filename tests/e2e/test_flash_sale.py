@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -39,7 +38,7 @@ async def hot_sku(http: httpx.AsyncClient, stack: Stack, units: int) -> dict:
 async def buyers(stack: Stack, count: int) -> list[dict[str, str]]:
     """Bulk-loaded shoppers (seeds), with tokens signed by membership's own key."""
     ids = await bulk_members(stack.db.dsns["membership"], count, password=factories.PASSWORD)
-    ring = KeyRing.from_files(Path(stack.env["membership"]["MEMBERSHIP_JWT_PRIVATE_KEY_FILE"]))
+    ring = KeyRing.from_files(stack.key_file)
     now = datetime.now(UTC)
     return [{"authorization": "Bearer " + ring.access_token(
         member_id=member_id, tier="BRONZE", now=now, ttl=timedelta(minutes=15))}

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import pytest
 from services.cli.launcher import stop_launcher
 from services.cli.procs import port_free
 from services.cli.stack import DATA_DIR_ENV, DataPaths, read_state, repo_root, stop_stack
+from services.cli.topology import stop_recorded
 from tests import factories
 from tests.helpers import eventually
 from tests.infra import TEMP_PREFIX, free_port
@@ -69,8 +70,12 @@ def consecutive_free_ports(count: int) -> int:
             return first
 
 
-@pytest.fixture
-def up(request: pytest.FixtureRequest) -> Iterator[Up]:
+@contextmanager
+def started_up(
+    request: pytest.FixtureRequest, *flags: str, http_ports: int = 4, grpc_ports: int = 2
+) -> Iterator[Up]:
+    """`marketplace up <flags>` on a data directory of its own and on free port blocks;
+    afterwards whatever it left running is stopped and its directory deleted."""
     request.getfixturevalue("_embedded_servers_guard")  # reaps what a killed run left
     root = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}up-"))
     (root / "owner.pid").write_text(str(os.getpid()))
@@ -78,11 +83,12 @@ def up(request: pytest.FixtureRequest) -> Iterator[Up]:
            if not k.startswith("OTEL_") and k not in ("DATABASE_URL", "NATS_URL")}
     env |= {DATA_DIR_ENV: str(root), "ORDERS_RECOVERY_INTERVAL_S": "1",
             "PYTHONUNBUFFERED": "1"}
-    port_base, grpc_base = consecutive_free_ports(len(SERVICES)), consecutive_free_ports(2)
+    port_base = consecutive_free_ports(http_ports)
+    grpc_base = consecutive_free_ports(grpc_ports)
     with (root / "up.log").open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "up", "--port-base", str(port_base),
-             "--grpc-port-base", str(grpc_base)],
+             "--grpc-port-base", str(grpc_base), *flags],
             env=env, cwd=repo_root(), stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -97,8 +103,16 @@ def up(request: pytest.FixtureRequest) -> Iterator[Up]:
         with suppress(Exception):
             stop_launcher(paths, read_state(paths))
         with suppress(Exception):
+            stop_recorded(read_state(paths))  # haproxy, pgbouncer
+        with suppress(Exception):
             stop_stack(paths)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def up(request: pytest.FixtureRequest) -> Iterator[Up]:
+    with started_up(request) as running:
+        yield running
 
 
 async def ready(http: httpx.AsyncClient, up: Up, service: str) -> bool:

@@ -18,9 +18,12 @@ import asyncpg
 import httpx
 
 from tests import factories
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import SINGLE_ONLY, Stack
 from tests.e2e.test_checkout import assert_audit_clean
 from tests.helpers import eventually
+
+# Kills and restarts one process per service by name: the single shape.
+pytestmark = SINGLE_ONLY
 
 STEPS = ("after_reserve", "after_authorize", "after_confirm")
 

@@ -9,9 +9,11 @@ import httpx
 
 from services.membership.domain.tiers import Tier, discount_bps, min_spend, points_multiplier
 from tests import factories
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import SINGLE_ONLY, Stack
 from tests.e2e.test_checkout import assert_audit_clean
 from tests.helpers import eventually
+
+pytestmark = SINGLE_ONLY
 
 SILVER, GOLD = min_spend(Tier.SILVER), min_spend(Tier.GOLD)
 

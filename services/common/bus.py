@@ -8,6 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -65,7 +67,25 @@ class Bus:
         for stream, pattern in STREAMS.items():
             await self._ensure_stream(stream, pattern)
 
-    async def _ensure_stream(self, stream: str, pattern: str) -> None:
+    async def _ensure_stream(self, stream: str, pattern: str, *, attempts: int = 8) -> None:
+        """Create the stream, or bring an existing one to the current config.
+
+        On a fresh cluster, replicas starting together race to create the same R3 stream:
+        the losers' requests time out while the winner's stream is being placed (no error
+        saying it exists), so a timeout means "look again", up to `attempts` times.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._create_or_update(stream, pattern)
+                return
+            except (TimeoutError, nats.errors.TimeoutError):
+                if attempt == attempts:
+                    raise
+                log.info("stream not ready yet; looking again",
+                         extra={"stream": stream, "attempt": attempt})
+                await asyncio.sleep(min(0.25 * 2**attempt, 4.0))
+
+    async def _create_or_update(self, stream: str, pattern: str) -> None:
         try:
             info = await self.js.stream_info(stream)
         except nats.js.errors.NotFoundError:
@@ -74,8 +94,9 @@ class Bus:
                 return
             except nats.js.errors.BadRequestError:  # another process created it meanwhile
                 info = await self.js.stream_info(stream)
-        replicas = self._replicas_for(info.config.num_replicas)
-        await self.js.update_stream(self._stream_config(stream, pattern, replicas))
+        wanted = self._stream_config(stream, pattern, self._replicas_for(info.config.num_replicas))
+        if not _same_config(info.config, wanted):  # every replica's start would propose it
+            await self.js.update_stream(wanted)
 
     def _replicas_for(self, current: int | None) -> int:
         """Never fewer than the stream has: a service started with the default of 1 must not
@@ -112,3 +133,12 @@ class Bus:
         if not self.nc.is_closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.nc.close(), timeout=5)
+
+
+_COMPARED = ("subjects", "storage", "retention", "discard", "duplicate_window",
+             "num_replicas", "max_age")
+
+
+def _same_config(current: StreamConfig, wanted: StreamConfig) -> bool:
+    """Whether the stream already has every setting this service asks for."""
+    return all(getattr(current, key) == getattr(wanted, key) for key in _COMPARED)

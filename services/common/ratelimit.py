@@ -133,6 +133,11 @@ class SharedLimit:
             return await self.refused(conn, key)
         return 0.0
 
+    async def spend(self, conn: asyncpg.Connection, key: str) -> None:
+        """Spend one hit inside the caller's transaction; a refusal fails the transaction
+        (`is_refusal`), and `refused` then tells the wait."""
+        await conn.execute(_TAKE, *self._args(key))
+
     async def refused(self, conn: Db, key: str) -> float:
         """After a refusal (here or in a statement built with `take_sql`): the wait, which
         is remembered. Never 0, so that a refusal always says to wait."""

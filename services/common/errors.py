@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.common import telemetry
+from services.common import inputs, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def document_problems(app: FastAPI) -> None:
-    """Document every 4xx/5xx answer as what `install` sends: problem+json (RFC 9457)."""
+    """Document every 4xx/5xx answer as what `install` sends: problem+json (RFC 9457);
+    integer bounds are given back their exact values (see `inputs.exact_integer_bounds`)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -137,6 +138,7 @@ def document_problems(app: FastAPI) -> None:
                 for status, response in operation.get("responses", {}).items():
                     if str(status)[:1] in ("4", "5"):
                         response["content"] = {PROBLEM_JSON: {"schema": ref}}
+        inputs.exact_integer_bounds(schema)
         app.openapi_schema = schema
         return schema
 

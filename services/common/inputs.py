@@ -62,7 +62,11 @@ class _SixtyFourBits:
         return json_schema
 
 
-Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+NoNul = AfterValidator(_no_nul)
+"""The NUL check alone, placed after a type's own constraints so that their messages stay
+plain: `Annotated[StrictStr, StringConstraints(max_length=40), NoNul]`."""
+
+Text = Annotated[StrictStr, NoNul]
 """Any text a client sends (body field, query, path or header): a string, without NUL."""
 
 Int64 = Annotated[StrictInt, _SixtyFourBits()]

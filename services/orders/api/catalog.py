@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from services.common.errors import not_found, problems, validation_error
+from services.common.inputs import QueryInt64, Text
 from services.orders.api.deps import Ctx, decode_cursor, encode_cursor
 from services.orders.api.schemas import Categories, Product, ProductPage
 from services.orders.context import Context
@@ -68,14 +69,14 @@ def next_cursor(row: asyncpg.Record, searching: bool) -> str:
 async def list_products(
     ctx: Ctx,
     request: Request,
-    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    q: Annotated[Text | None, Query(min_length=1, max_length=200)] = None,
+    category: Annotated[Text | None, Query(min_length=1, max_length=100)] = None,
     merchant_id: uuid.UUID | None = None,
-    min_price: Annotated[int | None, Query(ge=0, description="fen")] = None,
-    max_price: Annotated[int | None, Query(ge=0, description="fen")] = None,
+    min_price: Annotated[QueryInt64 | None, Query(ge=0, description="fen")] = None,
+    max_price: Annotated[QueryInt64 | None, Query(ge=0, description="fen")] = None,
     in_stock: Annotated[bool, Query(description="only products with a SKU in stock")] = False,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Text | None, Query(max_length=512)] = None,
 ) -> Response:
     """Newest first; with `q`, by relevance. Pass `next_cursor` back for the next page."""
     if min_price is not None and max_price is not None and min_price > max_price:

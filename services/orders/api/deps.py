@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 
 from services.common.auth import Member
 from services.common.errors import validation_error
+from services.common.inputs import Text
 from services.orders.context import Context
 
 
@@ -23,7 +24,7 @@ Ctx = Annotated[Context, Depends(get_context)]
 
 
 async def current_member(
-    ctx: Ctx, authorization: Annotated[str | None, Header()] = None
+    ctx: Ctx, authorization: Annotated[Text | None, Header()] = None
 ) -> Member:
     return await ctx.verifier.member(authorization)
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from services.common import errors, outbox
+from services.common.inputs import QueryInt64, Text
 from services.orders import messages
 from services.orders.api.catalog import next_cursor, page_key, product_json
 from services.orders.api.deps import Ctx
@@ -102,8 +103,8 @@ async def restock(
 @router.get("/products", response_model=ProductPage, summary="The merchant's own products")
 async def list_own_products(
     ctx: Ctx, merchant: CurrentMerchant,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Text | None, Query(max_length=512)] = None,
 ) -> Response:
     """Newest first; pass `next_cursor` back for the next page."""
     f = catalog.ProductFilter(merchant_id=merchant.id)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import Response
 
 from services.common import auth, errors, outbox
+from services.common.inputs import Text
 from services.orders import messages
 from services.orders.api.deps import Ctx
 from services.orders.api.schemas import ApiKey, MerchantCreated, MerchantIn
@@ -35,7 +36,7 @@ class MerchantKey:
 
 
 async def current_merchant(
-    ctx: Ctx, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
+    ctx: Ctx, x_api_key: Annotated[Text | None, Header(alias="X-API-Key")] = None
 ) -> MerchantKey:
     if not x_api_key or len(x_api_key) > 200:
         raise errors.unauthorized("merchant endpoints need a valid X-API-Key header")
@@ -61,7 +62,7 @@ async def _announce(conn: asyncpg.Connection, subject: str, row: asyncpg.Record,
              summary="Create a merchant and its API key (admin)")
 async def create_merchant(
     ctx: Ctx, body: MerchantIn,
-    x_admin_key: Annotated[str | None, Header(alias="X-Admin-Key")] = None,
+    x_admin_key: Annotated[Text | None, Header(alias="X-Admin-Key")] = None,
 ) -> Response:
     """The API key is in this answer only; it is stored hashed."""
     require_admin(ctx, x_admin_key)

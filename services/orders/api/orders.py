@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
 from services.common.errors import Problem, not_found, problems, validation_error
+from services.common.inputs import QueryInt64, Text
 from services.orders import saga, settle
 from services.orders.api.deps import Ctx, CurrentMember, decode_cursor, encode_cursor
 from services.orders.api.schemas import Order, OrderPage, PlaceOrderIn
@@ -35,7 +36,7 @@ _CHECKOUT_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("", status_code=201, responses=_CHECKOUT_RESPONSES, summary="Place an order")
 async def place_order(
     ctx: Ctx, member: CurrentMember, body: PlaceOrderIn,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[Text | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Reserve stock, charge the card and answer with the order; replays repeat the answer."""
     if not idempotency_key:
@@ -57,8 +58,8 @@ async def place_order(
 @router.get("", response_model=OrderPage, summary="The member's orders, newest first")
 async def list_orders(
     ctx: Ctx, member: CurrentMember,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Text | None, Query(max_length=512)] = None,
 ) -> Response:
     after = None
     if cursor is not None:

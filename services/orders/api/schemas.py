@@ -5,25 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    StringConstraints,
-)
+from pydantic import BaseModel, Field, StrictStr, StringConstraints
 
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:  # Postgres text and jsonb cannot store NUL: refuse it, not a 500
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_no_nul)]
+from services.common.inputs import Bool, Int64, NoNul, StrictModel, Text
 
 
 class Money(BaseModel):
@@ -53,23 +37,20 @@ class ProductPage(BaseModel):
     next_cursor: str | None
 
 
-class OrderItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OrderItemIn(StrictModel):
     sku_id: uuid.UUID
-    quantity: int = Field(ge=1, le=100)
+    quantity: Int64 = Field(ge=1, le=100)
 
 
-class PaymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    token: str = Field(min_length=1, max_length=100, description='card token, e.g. "tok_visa"')
+class PaymentIn(StrictModel):
+    token: Text = Field(min_length=1, max_length=100, description='card token, e.g. "tok_visa"')
 
 
-class PlaceOrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PlaceOrderIn(StrictModel):
     items: list[OrderItemIn] | None = Field(default=None, min_length=1, max_length=50)
-    from_cart: StrictBool = Field(default=False, description="check out the cart instead")
+    from_cart: Bool = Field(default=False, description="check out the cart instead")
     payment: PaymentIn
-    points_to_redeem: int = Field(default=0, ge=0, description="100 points redeem ¥1")
+    points_to_redeem: Int64 = Field(default=0, ge=0, description="100 points redeem ¥1")
 
 
 class OrderItem(BaseModel):
@@ -101,8 +82,7 @@ class OrderPage(BaseModel):
     next_cursor: str | None
 
 
-class MerchantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MerchantIn(StrictModel):
     name: Text = Field(min_length=1, max_length=200)
 
 
@@ -112,50 +92,44 @@ class MerchantCreated(BaseModel):
     api_key: str = Field(description="shown once; only its hash is stored")
 
 
-ShortKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=40),
-                    AfterValidator(_no_nul)]
-ShortValue = Annotated[StrictStr, StringConstraints(max_length=100), AfterValidator(_no_nul)]
+ShortKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=40), NoNul]
+ShortValue = Annotated[StrictStr, StringConstraints(max_length=100), NoNul]
 MAX_PRICE = 100_000_000  # ¥1,000,000 in fen
 MAX_STOCK = 1_000_000
 
 
-class MoneyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    amount: StrictInt = Field(gt=0, le=MAX_PRICE, description="fen, > 0")
+class MoneyIn(StrictModel):
+    amount: Int64 = Field(gt=0, le=MAX_PRICE, description="fen, > 0")
     currency: Literal["CNY"] = "CNY"
 
 
-class SkuIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SkuIn(StrictModel):
     attributes: dict[ShortKey, ShortValue] = Field(default_factory=dict, max_length=20,
                                                    description='flat, e.g. {"colour": "red"}')
     price: MoneyIn
-    stock: StrictInt = Field(ge=0, le=MAX_STOCK)
+    stock: Int64 = Field(ge=0, le=MAX_STOCK)
 
 
-class ProductIn(BaseModel):
+class ProductIn(StrictModel):
     """Unknown fields (`id`, `merchant_id`, `stock_available`, ...) are refused: 422."""
 
-    model_config = ConfigDict(extra="forbid")
     title: Text = Field(min_length=1, max_length=200)
     description: Text = Field(default="", max_length=5000)
-    category: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9 &-]*$")
-    hot: StrictBool = False
+    category: Text = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9 &-]*$")
+    hot: Bool = False
     skus: list[SkuIn] = Field(min_length=1, max_length=50)
 
 
-class ProductPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProductPatch(StrictModel):
     title: Text | None = Field(default=None, min_length=1, max_length=200)
     description: Text | None = Field(default=None, max_length=5000)
-    category: str | None = Field(default=None, min_length=1, max_length=100,
-                                 pattern=r"^[a-z0-9][a-z0-9 &-]*$")
-    hot: StrictBool | None = None
+    category: Text | None = Field(default=None, min_length=1, max_length=100,
+                                  pattern=r"^[a-z0-9][a-z0-9 &-]*$")
+    hot: Bool | None = None
 
 
-class RestockIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    quantity: StrictInt = Field(ge=1, le=MAX_STOCK)
+class RestockIn(StrictModel):
+    quantity: Int64 = Field(ge=1, le=MAX_STOCK)
 
 
 class ApiKey(BaseModel):
@@ -172,10 +146,9 @@ class Categories(BaseModel):
     items: list[Category]
 
 
-class CartItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CartItemIn(StrictModel):
     sku_id: uuid.UUID
-    quantity: StrictInt = Field(ge=0, le=100, description="0 removes the line")
+    quantity: Int64 = Field(ge=0, le=100, description="0 removes the line")
 
 
 class CartItem(BaseModel):

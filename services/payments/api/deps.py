@@ -11,6 +11,7 @@ import asyncpg
 from fastapi import Depends, Header, Request
 
 from services.common import auth, errors
+from services.common.inputs import Text
 from services.payments import merchants, service
 
 # Keys are ~50 characters; anything much longer is not one (and is not worth hashing).
@@ -52,22 +53,22 @@ async def _connection(
 
 async def _member(
     ctx: Annotated[ApiContext, Depends(_ctx)],
-    authorization: Annotated[str | None, Header()] = None,
+    authorization: Annotated[Text | None, Header()] = None,
 ) -> auth.Member:
     return await ctx.verifier.member(authorization)
 
 
 async def _admin(
     ctx: Annotated[ApiContext, Depends(_ctx)],
-    x_admin_key: Annotated[str | None, Header()] = None,
+    x_admin_key: Annotated[Text | None, Header()] = None,
 ) -> None:
     auth.check_admin_key(x_admin_key, ctx.admin_api_key)
 
 
 async def _merchant_or_admin(
     ctx: Annotated[ApiContext, Depends(_ctx)],
-    x_admin_key: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    x_admin_key: Annotated[Text | None, Header()] = None,
+    x_api_key: Annotated[Text | None, Header()] = None,
 ) -> MerchantCaller:
     if x_admin_key is not None:
         auth.check_admin_key(x_admin_key, ctx.admin_api_key)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated, Any
 
 from marketplace.payments.v1 import payments_pb2 as pb
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from services.common import errors
+from services.common.inputs import Int64, StrictModel, Text
 from services.payments.store import PaymentRow
 
 
@@ -64,17 +66,32 @@ class MerchantBalance(BaseModel):
     balance: Money
 
 
-class RefundRequest(BaseModel):
+class MoneyIn(StrictModel):
+    amount: Int64 = Field(description="minor units (fen)")
+    currency: Text = Field(max_length=3)
+
+
+def _amount_kind(value: Any) -> str:
+    return "Money" if isinstance(value, dict | MoneyIn) else "fen"
+
+
+# One branch is validated, chosen by the JSON type, so a mistake answers one error, not two.
+RefundAmount = Annotated[
+    Annotated[MoneyIn, Tag("Money")] | Annotated[Int64, Tag("fen")], Discriminator(_amount_kind)
+]
+
+
+class RefundRequest(StrictModel):
     """An admin refund: `amount` in fen (Money or a bare integer); omitted, all that remains."""
 
-    amount: Money | int | None = None
-    reason: str = Field(min_length=1, max_length=500)
+    amount: RefundAmount | None = None
+    reason: Text = Field(min_length=1, max_length=500)
 
     def fen(self, currency: str) -> int:
         """The amount asked for in fen, 0 for "everything still refundable"."""
         if self.amount is None:
             return 0
-        if isinstance(self.amount, Money):
+        if isinstance(self.amount, MoneyIn):
             if self.amount.currency != currency:
                 raise errors.validation_error("amount.currency", f"must be {currency}")
             fen = self.amount.amount

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
 from services.common import errors
+from services.common.inputs import Text
 from services.payments import service
 from services.payments.api.deps import Admin, Context
 from services.payments.api.models import RefundOut, RefundRequest
@@ -29,7 +30,7 @@ async def refund(
     payment_id: uuid.UUID,
     body: RefundRequest,
     ctx: Context,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[Text | None, Header(alias="Idempotency-Key")] = None,
 ) -> RefundOut:
     """Refund part or all of a captured payment; publishes `payments.payment.refunded`."""
     longest = MAX_KEY_LENGTH - len(KEY_PREFIX)

@@ -9,6 +9,7 @@ import asyncpg
 from fastapi import Depends, Header, Request
 
 from services.common import auth
+from services.common.inputs import Text
 from services.common.ratelimit import SharedLimit
 from services.membership.keys import LocalVerifier
 from services.membership.passwords import Passwords
@@ -34,7 +35,7 @@ Ctx = Annotated[Context, Depends(get_context)]
 
 
 async def current_member(
-    ctx: Ctx, authorization: Annotated[str | None, Header()] = None
+    ctx: Ctx, authorization: Annotated[Text | None, Header()] = None
 ) -> auth.Member:
     return await ctx.verifier.member(authorization)
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from services.common.errors import not_found, validation_error
+from services.common.inputs import QueryInt64, Text, parse_int64
 from services.membership import accounts
 from services.membership.api.deps import Ctx, CurrentMember
 from services.membership.api.models import (
@@ -50,8 +51,8 @@ async def me(who: CurrentMember, ctx: Ctx) -> MemberProfile:
 async def my_points(
     who: CurrentMember,
     ctx: Ctx,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Text | None, Query(max_length=64)] = None,
 ) -> PointsPage:
     """The member's points ledger, newest first."""
     entries = await points_store.ledger_page(
@@ -79,8 +80,9 @@ def _decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "p":
-            raise ValueError(raw)
-        return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise validation_error("cursor", "not a cursor this API returned") from exc
+    entry_id = parse_int64(value) if prefix == "p" else None
+    if entry_id is None:  # int() would take " 1", "1_0" and digits past 64 bits
+        raise validation_error("cursor", "not a cursor this API returned")
+    return entry_id

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from services.common.inputs import Int64, StrictModel, Text
+
 CURRENCY = "CNY"
 
 
@@ -16,14 +18,14 @@ class Money(BaseModel):
     currency: str = CURRENCY
 
 
-class RegisterRequest(BaseModel):
+class RegisterRequest(StrictModel):
     # Lengths are bounded here only against abuse; the domain checks give the real messages.
-    email: str = Field(max_length=1024)
-    password: str = Field(max_length=1024)
-    name: str = Field(max_length=1024)
-    birth_year: int
-    region: str = Field(max_length=64)
-    gender: str | None = Field(default=None, max_length=64)
+    email: Text = Field(max_length=1024)
+    password: Text = Field(max_length=1024)
+    name: Text = Field(max_length=1024)
+    birth_year: Int64
+    region: Text = Field(max_length=64)
+    gender: Text | None = Field(default=None, max_length=64)
 
 
 class MemberOut(BaseModel):
@@ -38,13 +40,13 @@ class MemberProfile(MemberOut):
     lifetime_spend: Money
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(StrictModel):
     """`{email, password}` to sign in, or `{grant_type: "refresh_token", refresh_token}`."""
 
     grant_type: Literal["password", "refresh_token"] = "password"
-    email: str | None = Field(default=None, max_length=1024)
-    password: str | None = Field(default=None, max_length=1024)
-    refresh_token: str | None = Field(default=None, max_length=256)
+    email: Text | None = Field(default=None, max_length=1024)
+    password: Text | None = Field(default=None, max_length=1024)
+    refresh_token: Text | None = Field(default=None, max_length=256)
 
 
 class TokenResponse(BaseModel):

@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from services.analytics.api.deps import Settings
 from services.analytics.live import Broadcaster
 from services.common import auth, errors
+from services.common.inputs import Text
 
 ASSETS = Path(__file__).resolve().parent.parent / "dashboard"
 FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
@@ -47,7 +48,7 @@ async def page() -> FileResponse:
 
 
 @router.get("/dashboard/{name}", include_in_schema=False)
-async def asset(name: str) -> FileResponse:
+async def asset(name: Text) -> FileResponse:
     if name not in FILES:
         raise errors.not_found(f"dashboard file {name}")
     return _asset(name)
@@ -64,9 +65,9 @@ async def _frames(request: Request, broadcaster: Broadcaster) -> AsyncIterator[s
 @router.get("/v1/analytics/stream")
 async def stream(
     request: Request, settings: Settings,
-    key: Annotated[str | None, Query(description="the admin key (EventSource sends no headers)")]
+    key: Annotated[Text | None, Query(description="the admin key (EventSource sends no headers)")]
     = None,
-    x_admin_key: Annotated[str | None, Header(alias="X-Admin-Key")] = None,
+    x_admin_key: Annotated[Text | None, Header(alias="X-Admin-Key")] = None,
 ) -> StreamingResponse:
     """`text/event-stream` of the dashboard's figures (event `snapshot`), once a second."""
     auth.check_admin_key(x_admin_key or key, settings.admin_api_key.get_secret_value())

@@ -15,6 +15,7 @@ from services.analytics.domain.window import WindowError, check_granularity, rep
 from services.analytics.operator_queries import Granularity
 from services.analytics.settings import AnalyticsSettings
 from services.common import auth, errors
+from services.common.inputs import Text
 
 
 async def _settings(request: Request) -> AnalyticsSettings:
@@ -30,7 +31,7 @@ async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
 
 async def _require_admin(
     settings: Annotated[AnalyticsSettings, Depends(_settings)],
-    x_admin_key: Annotated[str | None, Header(alias="X-Admin-Key")] = None,
+    x_admin_key: Annotated[Text | None, Header(alias="X-Admin-Key")] = None,
 ) -> None:
     auth.check_admin_key(x_admin_key, settings.admin_api_key.get_secret_value())
 
@@ -60,7 +61,7 @@ async def _series_window(
 
 async def _merchant(
     conn: Annotated[asyncpg.Connection, Depends(_connection)],
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
+    x_api_key: Annotated[Text | None, Header(alias="X-API-Key")] = None,
 ) -> uuid.UUID:
     """The merchant whose current API key this is (keys arrive as orders.merchant.* events)."""
     if not x_api_key:

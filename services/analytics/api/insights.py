@@ -15,6 +15,7 @@ from services.analytics.api.reports import Money, Report, money
 from services.analytics.domain import kanon
 from services.analytics.operator_queries import Granularity
 from services.common import errors
+from services.common.inputs import QueryInt64
 
 router = APIRouter(prefix="/v1/insights", tags=["insights"], responses=errors.problems(401))
 
@@ -72,7 +73,7 @@ def _groups(buckets: list[kanon.Bucket]) -> list[GroupOut]:
 @router.get("/merchants/{merchant_id}", response_model=InsightsOut, responses=errors.problems(404))
 async def merchant_insights(
     merchant_id: uuid.UUID, me: Merchant, window: SeriesWindow, conn: Connection,
-    top: Annotated[int, Query(ge=1, le=100, description="how many top SKUs")] = 10,
+    top: Annotated[QueryInt64, Query(ge=1, le=100, description="how many top SKUs")] = 10,
 ) -> InsightsOut:
     """GMV and units over time, buyers by age band, region and gender, repeat purchases,
     average basket and top SKUs of the merchant's confirmed order lines (gross of refunds)."""
@@ -100,7 +101,7 @@ async def merchant_insights(
 @router.get("/me", response_model=InsightsOut)
 async def my_insights(
     me: Merchant, window: SeriesWindow, conn: Connection,
-    top: Annotated[int, Query(ge=1, le=100)] = 10,
+    top: Annotated[QueryInt64, Query(ge=1, le=100)] = 10,
 ) -> InsightsOut:
     """The same report for the merchant the key belongs to."""
     return await merchant_insights(me, me, window, conn, top)

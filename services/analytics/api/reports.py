@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from services.analytics import queries
 from services.analytics.api.deps import Admin, Connection, Window
+from services.common.inputs import QueryInt64
 
 CURRENCY = "CNY"
 
@@ -86,7 +87,7 @@ async def gmv(window: Window, conn: Connection) -> GmvOut:
 
 @router.get("/top-products", response_model=TopProductsOut)
 async def top_products(
-    window: Window, conn: Connection, limit: Annotated[int, Query(ge=1, le=100)] = 10
+    window: Window, conn: Connection, limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 10
 ) -> TopProductsOut:
     """Products by gross GMV of confirmed order lines in [from, to)."""
     start, end = window

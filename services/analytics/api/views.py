@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from services.analytics import operator_queries as q
 from services.analytics.api.deps import Admin, Connection, SeriesWindow, Window
 from services.analytics.api.reports import Money, Report, money
+from services.common.inputs import QueryInt64
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"], dependencies=[Admin])
 
@@ -88,7 +89,7 @@ async def top(
     window: Window, conn: Connection,
     by: Annotated[q.Dimension, Query()] = "product",
     metric: Annotated[q.Metric, Query()] = "gmv",
-    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 10,
 ) -> TopOut:
     """Top products, merchants or categories by gross GMV or by units of confirmed lines."""
     start, end = window

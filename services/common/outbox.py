@@ -129,9 +129,11 @@ class OutboxRelay:
         conn = await connect(self.dsn, schema=self.schema, application_name=f"{self.schema}-relay")
         try:
             # Standby replicas poll for the lock; only the leader publishes.
-            while not await conn.fetchval(  # noqa: ASYNC110
+            while not await conn.fetchval(
                 "SELECT pg_try_advisory_lock(hashtext($1))", f"outbox:{self.schema}"
             ):
+                # Another replica publishes now: an error from this one's turn is history.
+                self.last_error = None
                 await asyncio.sleep(self.poll_s)
             self.is_leader = True
             await conn.add_listener(f"outbox_{self.schema}", self._on_notify)

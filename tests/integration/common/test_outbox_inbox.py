@@ -18,6 +18,8 @@ from services.common.events import Event, envelope_headers
 from services.common.inbox import Consumer
 from services.common.migrations import migrate
 from services.common.outbox import OutboxRelay, add_event
+from services.common.runtime import Infra
+from services.common.settings import ServiceSettings
 from tests.helpers import eventually
 from tests.infra import FreshDb
 
@@ -253,3 +255,43 @@ async def test_a_relay_that_stops_marks_what_it_published(orders_pool, bus, data
 
 async def _published(relay: OutboxRelay) -> int:
     return relay.published_total
+
+
+async def test_relay_publish_errors_leave_the_replica_ready_and_a_standby_clean(
+    orders_pool, bus, database
+):
+    """As while a NATS cluster elects a new stream leader: the relay's publishes fail (here
+    the stream is gone) with the connection up. /readyz shows the error but stays ready:
+    every replica publishes to the same NATS, so leaving the balancer mends nothing and
+    stops checkouts, which do not wait for the relay. Once another replica holds the lock,
+    this one is a standby and carries no error (it used to keep it, unready, for good)."""
+    infra = Infra(settings=ServiceSettings(database_url=database.dsn(SCHEMA)), pool=orders_pool,
+                  bus=bus, relay=OutboxRelay(database.dsn(SCHEMA), bus, schema=SCHEMA,
+                                             poll_s=0.1))  # fmt: skip
+    await bus.js.delete_stream("ORDERS")
+    await place(orders_pool, "o-unpublishable")
+    async with running(infra.relay.run()):
+        await eventually(lambda: _error(infra.relay), what="the relay's publish error")
+        detail = await infra.readiness()
+        assert detail["outbox"]["error"] and detail["nats"]["ok"], detail
+        assert all(v["ok"] for v in detail.values() if isinstance(v, dict)), detail
+
+        other = await asyncpg.connect(database.dsn(SCHEMA))  # another replica's relay
+        try:
+            await eventually(lambda: other.fetchval(LOCK, f"outbox:{SCHEMA}"), what="the lock")
+            await eventually(lambda: _standby_without_error(infra.relay), what="a clean standby")
+        finally:
+            await other.close()
+        await bus.ensure_streams()
+        await eventually(lambda: _pending(orders_pool), until=lambda n: n == 0, what="drain")
+
+
+LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
+
+
+async def _error(relay: OutboxRelay) -> str | None:
+    return relay.last_error
+
+
+async def _standby_without_error(relay: OutboxRelay) -> bool:
+    return not relay.is_leader and relay.last_error is None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import ceilings, flash, generator, output, pools, probes, runs
+from bench import ceilings, flash, generator, output, pools, probes, runs, shapes
 from bench.openloop import best_rate
 from bench.output import Row
 from bench.stack import Target, ensure_stack
@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="offered checkouts per second on the hot SKU (--flash)")
     p.add_argument("--flash-s", type=int, default=10,
                    help="seconds of flash load, and of its pgbench (--flash)")
+    p.add_argument("--shapes", default="",
+                   help="e.g. single,topology: the checkout steps against each shape in turn "
+                   "(each started here), then pgbench and one stream leader's ceilings "
+                   "(bench/shapes.py); no overload, 70 %% step or other ceilings")
     return p
 
 
@@ -119,8 +123,8 @@ async def _run(args: argparse.Namespace, target: Target, stamp: str) -> list[Row
         await generator.run_step(send, rate=rates[0], duration_s=args.warmup_s)
         measured = await runs.stack_steps(target, send, rates, step_s=args.step_s,
                                           profile_to=profile)
-        rows = [row for row, _ in measured]
-        best = best_rate([step.summary for _, step in measured], p99_ms=runs.P99_BOUND_MS,
+        rows = [m.row for m in measured]
+        best = best_rate([m.step.summary for m in measured], p99_ms=runs.P99_BOUND_MS,
                          max_error_rate=0.01)
         print(f"highest rate with checkout p99 < {runs.P99_BOUND_MS:.0f} ms: {best:.0f}/s")
         over_rate = 2 * (best or rates[0])
@@ -131,8 +135,9 @@ async def _run(args: argparse.Namespace, target: Target, stamp: str) -> list[Row
               f"shed answers with Retry-After)")
         # The latency goal is stated at 70 % of the maximum: the highest rate confirmed.
         capacity = max(row.confirmed_per_s for row in rows if row.kind == "stack")
-        [(at70, _)] = await runs.stack_steps(target, send, [round(0.7 * capacity)],
+        [at70_step] = await runs.stack_steps(target, send, [round(0.7 * capacity)],
                                              step_s=args.step_s, profile_to=None)
+        at70 = at70_step.row
         at70.kind = "at-70%"  # its own kind: not a point of the rising-rate curves
         rows.append(at70)
         print(f"at 70 % of the {capacity:.0f}/s maximum ({at70.rate_offered:.0f}/s): "
@@ -158,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
+    if args.shapes:
+        base = RESULTS / f"bench-{stamp}"
+        names = shapes.parse(args.shapes)
+        shapes.run(args, names, base, header=f"Machine: {machine()}")
+        print(f"\nresults: {base}.csv, {base}.md")
+        return 0
     with ensure_stack(args.port_base, log_name="bench-up") as target:
         rows = asyncio.run(_run(args, target, stamp))
     base = RESULTS / f"bench-{stamp}"

@@ -2,14 +2,18 @@
 
 Latency on a shared 2-core machine is noisy; CPU seconds spent per confirmed order are
 much steadier, and they say which process to make cheaper. Components: the four services
-(with their children, e.g. uvicorn workers), Postgres (the postmaster and every backend),
-NATS, and the load generator itself.
+(every replica, with its children), Postgres (the postmaster and every backend), NATS (the
+server, or every node of a cluster), HAProxy and PgBouncer when the topology runs them, and
+the load generator itself. The pids come from what `marketplace up` recorded in stack.json,
+never from a search by process name over the machine.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import psutil
@@ -18,6 +22,7 @@ from bench.stack import Target
 from services.cli.stack import read_state
 
 SERVICES = ("orders", "payments", "membership", "analytics")
+INFRA = ("postgres", "nats", "haproxy", "pgbouncer")
 
 
 def _tree_cpu(pid: int | None) -> float:
@@ -51,17 +56,34 @@ class Snapshot:
     seconds: dict[str, float]
 
 
-def _pids(target: Target) -> dict[str, int | None]:
-    state = read_state(target.data)
-    pids: dict[str, int | None] = {s: target.pid(s) for s in SERVICES}
-    pids["postgres"] = (state.get("postgres") or {}).get("pid")
-    pids["nats"] = (state.get("nats") or {}).get("pid")
+def _pid(entry: object) -> list[int]:
+    pid = entry.get("pid") if isinstance(entry, Mapping) else None
+    return [int(pid)] if pid else []
+
+
+def component_pids(state: Mapping[str, Any]) -> dict[str, list[int]]:
+    """The processes of each component, from stack.json as `marketplace up` wrote it.
+
+    Replicas are recorded by label (`orders-1`, `orders-2`) and count towards their service;
+    a NATS cluster records its nodes, a single server its own pid."""
+    pids: dict[str, list[int]] = {name: [] for name in (*SERVICES, *INFRA)}
+    for label, pid in (state.get("services") or {}).items():
+        name = label.rsplit("-", 1)[0] if label not in SERVICES else label
+        if name in SERVICES and pid:
+            pids[name].append(int(pid))
+    pids["postgres"] = _pid(state.get("postgres"))
+    nats = state.get("nats") or {}
+    pids["nats"] = [p for node in nats.get("nodes") or [nats] for p in _pid(node)]
+    topology = state.get("topology") or {}
+    pids["haproxy"] = _pid(topology.get("balancer"))
+    pids["pgbouncer"] = _pid(topology.get("pgbouncer"))
     return pids
 
 
 def snapshot(target: Target) -> Snapshot:
     """CPU seconds so far per component, exited Postgres backends included."""
-    seconds = {name: _tree_cpu(pid) for name, pid in _pids(target).items()}
+    pids = component_pids(read_state(target.data))
+    seconds = {name: sum(_tree_cpu(pid) for pid in group) for name, group in pids.items()}
     seconds["generator"] = _tree_cpu(os.getpid())
     return Snapshot(seconds)
 
@@ -79,7 +101,9 @@ def per_order_ms(before: Snapshot, after: Snapshot, confirmed: int) -> dict[str,
 def describe(ms: dict[str, float]) -> str:
     if not ms:
         return "cpu/order: n/a"
-    parts = [f"{k} {ms[k]:.1f}" for k in (*SERVICES, "postgres", "nats") if k in ms]
+    # HAProxy and PgBouncer only when the shape runs them (a zero is no process at all).
+    parts = [f"{k} {ms[k]:.1f}" for k in (*SERVICES, *INFRA)
+             if k in ms and (ms[k] or k not in ("haproxy", "pgbouncer"))]
     return f"cpu ms/order: total {ms['total']:.1f} = " + ", ".join(parts)
 
 

@@ -14,6 +14,7 @@ from bench.generator import Step
 class Row:
     kind: str  # stack, overload, at-70%, pgbench, monolith, hello, browse, flash...
     rate_offered: float
+    shape: str = ""  # --shapes: single or topology (the stack it ran against)
     sent: int = 0
     achieved_per_s: float = math.nan  # 2xx answers a second
     confirmed_per_s: float = math.nan  # 201 a second (checkouts paid; pgbench: tps)
@@ -27,6 +28,8 @@ class Row:
     shed_with_retry_after: float = math.nan  # share of shed answers that had Retry-After
     generator_cpu_pct: float = math.nan
     cpu_ms_per_order: float = math.nan  # CPU of services + Postgres + NATS per confirmed order
+    statements_per_order: float = math.nan  # the services' SQL statements per confirmed order
+    publishes_per_order: float = math.nan  # acked JetStream publishes per confirmed order
     ratio_to_pgbench: float = math.nan
     ratio_to_monolith: float = math.nan
     ratio_to_hello: float = math.nan

@@ -1,4 +1,5 @@
-"""What a run reads from the stack: analytics' lag histogram, and py-spy on a process."""
+"""What a run reads from the stack: analytics' lag histogram, the streams' message counts,
+and py-spy on a process."""
 
 from __future__ import annotations
 
@@ -8,27 +9,42 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import nats
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.openloop import histogram_quantile
+from services.common.events import STREAMS
 
 LAG = "analytics_confirmation_to_gmv_seconds"
 
 
-async def lag_histogram(analytics_url: str) -> dict[float, float]:
-    """Cumulative buckets {le: count} of the confirmation-to-GMV histogram, now."""
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        text = (await client.get(f"{analytics_url}/metrics")).raise_for_status().text
+async def stream_sequences(nats_url: str) -> dict[str, int]:
+    """Messages ever stored in each of the marketplace's streams (its last sequence): the
+    difference over a step is the acked publishes the stack made into it."""
+    nc = await nats.connect(servers=nats_url.split(","), connect_timeout=5)
+    try:
+        js = nc.jetstream(timeout=10.0)
+        return {name: (await js.stream_info(name)).state.last_seq for name in STREAMS}
+    finally:
+        await nc.close()
+
+
+async def lag_histogram(analytics_urls: Sequence[str]) -> dict[float, float]:
+    """Cumulative buckets {le: count} of the confirmation-to-GMV histogram, now, summed over
+    every analytics process."""
     buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != LAG:
-            continue
-        for sample in family.samples:
-            if sample.name == f"{LAG}_bucket":
-                buckets[float(sample.labels["le"])] = sample.value
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        for url in analytics_urls:
+            text = (await client.get(f"{url}/metrics")).raise_for_status().text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples if family.name == LAG else ():
+                    if sample.name == f"{LAG}_bucket":
+                        le = float(sample.labels["le"])
+                        buckets[le] = buckets.get(le, 0.0) + sample.value
     return buckets
 
 
@@ -42,13 +58,13 @@ def lag_count(buckets: dict[float, float]) -> float:
     return buckets.get(math.inf, 0.0)
 
 
-async def wait_for_analytics(analytics_url: str, before: dict[float, float], confirmed: int,
-                             *, within_s: float = 30.0) -> dict[float, float]:
+async def wait_for_analytics(analytics_urls: Sequence[str], before: dict[float, float],
+                             confirmed: int, *, within_s: float = 30.0) -> dict[float, float]:
     """Wait (bounded) until analytics has counted `confirmed` more confirmations."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while True:
-        after = await lag_histogram(analytics_url)
+        after = await lag_histogram(analytics_urls)
         if lag_count(after) - lag_count(before) >= confirmed or loop.time() > deadline:
             return after
         await asyncio.sleep(0.25)

@@ -83,17 +83,29 @@ def _print_step(label: str, step: Step, extra: str = "") -> None:
           f"gen CPU {step.generator_cpu_pct:4.0f}%{extra}", flush=True)
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One checkout step against the stack and what each confirmed order cost in it."""
+
+    row: Row
+    step: Step
+    cpu_ms: dict[str, float]  # per component and `total` (cpu.per_order_ms)
+    statements: dict[str, float]  # per role, `commits`, `plans` (StatementCounter.per_order)
+    publishes: dict[str, float]  # acked JetStream publishes per confirmed order, per stream
+
+
 async def stack_steps(
     target: Target, send: Send, rates: list[float], *, step_s: float,
     profile_to: Path | None,
-) -> list[tuple[Row, Step]]:
+) -> list[Measured]:
     """Each rate for `step_s`, then wait for analytics to count every confirmation."""
-    analytics = target.url("analytics")
+    analytics = target.replica_urls("analytics")
     statements = cpu.StatementCounter(target.admin_dsn)
     rows = []
     for n, rate in enumerate(rates):
         await statements.reset()
         before = await probes.lag_histogram(analytics)
+        stored_before = await probes.stream_sequences(target.nats_url)
         spies = []
         pid = target.pid("orders")
         if profile_to is not None and n == len(rates) - 1 and pid:
@@ -105,13 +117,22 @@ async def stack_steps(
         after = await probes.wait_for_analytics(analytics, before, step.summary.confirmed)
         # After analytics caught up: the CPU of consuming this step's events is in it too.
         per_order = cpu.per_order_ms(cpu_before, cpu.snapshot(target), step.summary.confirmed)
+        confirmed = step.summary.confirmed
+        stored = await probes.stream_sequences(target.nats_url)
+        publishes = {name: (seq - stored_before.get(name, 0)) / confirmed
+                     for name, seq in stored.items()} if confirmed else {}
         lag = probes.lag_p99_ms(before, after)
         _print_step("checkout", step, f"  lag p99 {lag:7.1f} ms")
         print(f"            {cpu.describe(per_order)}", flush=True)
-        counts = await statements.per_order(step.summary.confirmed)
-        print(f"            {cpu.describe_statements(counts)}", flush=True)
-        rows.append((Row.of("stack", step, lag_p99_ms=lag,
-                            cpu_ms_per_order=per_order.get("total", math.nan)), step))
+        counts = await statements.per_order(confirmed)
+        print(f"            {cpu.describe_statements(counts)}; "
+              f"JetStream publishes/order {sum(publishes.values()):.2f}", flush=True)
+        row = Row.of("stack", step, lag_p99_ms=lag,
+                     cpu_ms_per_order=per_order.get("total", math.nan))
+        row.publishes_per_order = sum(publishes.values()) if publishes else math.nan
+        if counts:
+            row.statements_per_order = sum(counts.get(k, 0.0) for k in cpu.SERVICES)
+        rows.append(Measured(row, step, per_order, counts, publishes))
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Find the local stack, or start it (`marketplace up` in the background) for one run."""
+"""Find the local stack, or start it (`marketplace up` in the background, in any of its
+shapes) for one run."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from services.cli.launcher import HTTP_OFFSET, launcher_running
+from services.cli.launcher import HTTP_OFFSET, Ports, launcher_running
 from services.cli.stack import DataPaths, read_state, repo_root
+from services.cli.topology import Layout
 
 READY_WITHIN_S = 240.0
 RUNNING_LINE = b"marketplace is running"  # printed by `marketplace up` once seeded
@@ -36,6 +38,14 @@ class Target:
         pids = read_state(self.data).get("services") or {}
         pid = pids.get(service)
         return int(pid) if pid else None
+
+    def replica_urls(self, service: str) -> list[str]:
+        """Each process of `service` itself (behind the balancer when there are replicas):
+        a metric must be summed over them, the balancer answers from one at a time."""
+        replicas = int((read_state(self.data).get("topology") or {}).get("replicas") or 1)
+        layout = Layout.local(Ports.local(self.port_base), replicas)
+        return [f"http://127.0.0.1:{inst.ports.http[service]}"
+                for inst in layout.instances(service)]
 
     @property
     def admin_dsn(self) -> str:
@@ -65,10 +75,17 @@ def _admin_key(data: DataPaths) -> str:
 
 
 @contextlib.contextmanager
-def ensure_stack(port_base: int, *, log_name: str = "bench-up") -> Iterator[Target]:
-    """Use the running `marketplace up`, or start one and stop it again at the end."""
+def ensure_stack(port_base: int, *, log_name: str = "bench-up",
+                 up_args: Sequence[str] | None = None) -> Iterator[Target]:
+    """Use the running `marketplace up`, or start one and stop it again at the end.
+
+    With `up_args` (a shape: `()` for the single-process stack, `--replicas 2 ...`) the run
+    must know what it measures: it always starts its own `marketplace up` with them."""
     data = DataPaths.default()
     ours = launcher_running(data, read_state(data)) is not None
+    if ours and up_args is not None:
+        raise SystemExit("--shapes starts each shape itself: stop the running `marketplace up` "
+                         "first (Ctrl-C in its terminal or `marketplace stack stop`)")
     if ours and all_ready(port_base):
         print(f"using the running stack (services at port base {port_base})")
         yield Target(port_base, _admin_key(data), data)
@@ -76,22 +93,24 @@ def ensure_stack(port_base: int, *, log_name: str = "bench-up") -> Iterator[Targ
     if ours:
         raise SystemExit(f"`marketplace up` is running but its services do not answer at port "
                          f"base {port_base}; set PORT_BASE to the one it uses")
-    proc = _start_up(data, port_base, log_name)
+    proc = _start_up(data, port_base, log_name, tuple(up_args or ()))
     try:
         yield Target(port_base, _admin_key(data), data)
     finally:
         _stop_up(proc)
 
 
-def _start_up(data: DataPaths, port_base: int, log_name: str) -> subprocess.Popen[bytes]:
+def _start_up(data: DataPaths, port_base: int, log_name: str,
+              up_args: tuple[str, ...]) -> subprocess.Popen[bytes]:
     data.logs.mkdir(parents=True, exist_ok=True)
     log_file: Path = data.logs / f"{log_name}.log"
-    print(f"starting the stack: marketplace up --port-base {port_base} (log: {log_file})")
+    shown = " ".join(("--port-base", str(port_base), *up_args))
+    print(f"starting the stack: marketplace up {shown} (log: {log_file})")
     with log_file.open("ab") as out:
         start = out.tell()  # the log is appended to: only this run's lines count
         proc = subprocess.Popen(
             [str(repo_root() / ".venv" / "bin" / "marketplace"), "up",
-             "--port-base", str(port_base)],
+             "--port-base", str(port_base), *up_args],
             cwd=repo_root(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(os.environ), start_new_session=True,
         )

@@ -50,6 +50,38 @@ def pending(
     return Pending(event_id, subject, aggregate_id, message.SerializeToString(), headers)
 
 
+# The one way any statement writes the outbox: `insert_sql` over rows of COLUMNS, in order.
+COLUMNS = "event_id, subject, aggregate_id, payload, headers"
+_ARRAY_TYPES = ("uuid[]", "text[]", "text[]", "bytea[]", "jsonb[]")
+
+
+def insert_sql(rows: str) -> str:
+    """`INSERT INTO outbox` of `rows`: VALUES or a query yielding COLUMNS, in that order.
+
+    Every statement that writes events composes this (the placing and confirming CTEs,
+    payments' sale), so the table's shape is written down once.
+    """
+    return f"INSERT INTO outbox ({COLUMNS}) {rows}"
+
+
+def unnest_sql(first: int) -> str:
+    """A FROM item of events passed as `arrays(...)` from parameter `$first` on: the five
+    arrays, unnested WITH ORDINALITY as `e(event_id, ..., headers, n)`, `n` from 1."""
+    params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(_ARRAY_TYPES))
+    return f"unnest({params}) WITH ORDINALITY AS e({COLUMNS}, n)"
+
+
+def arrays(events: Sequence[Pending]) -> tuple[list[Any], ...]:
+    """The five parameters of `unnest_sql`, one element per event."""
+    return ([e.event_id for e in events], [e.subject for e in events],
+            [e.aggregate_id for e in events], [e.payload for e in events],
+            [e.headers for e in events])
+
+
+_INSERT_ONE = insert_sql("VALUES ($1, $2, $3, $4, $5)")
+_INSERT_MANY = insert_sql(f"SELECT {COLUMNS} FROM {unnest_sql(1)} ORDER BY n")
+
+
 async def add_event(
     conn: asyncpg.Connection,
     *,
@@ -62,11 +94,8 @@ async def add_event(
     """Insert an event into the outbox inside the caller's transaction."""
     row = pending(source=source, subject=subject, aggregate_id=aggregate_id, message=message,
                   event_id=event_id)
-    await conn.execute(
-        "INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers) "
-        "VALUES ($1, $2, $3, $4, $5)",
-        row.event_id, row.subject, row.aggregate_id, row.payload, row.headers,
-    )
+    await conn.execute(_INSERT_ONE, row.event_id, row.subject, row.aggregate_id, row.payload,
+                       row.headers)
     return row.event_id
 
 
@@ -75,13 +104,7 @@ async def add_events(conn: asyncpg.Connection, events: Sequence[Pending]) -> Non
     given: their `seq` follows it, and the relay is notified once."""
     if not events:
         return
-    await conn.execute(
-        "INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers) "
-        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[])",
-        [e.event_id for e in events], [e.subject for e in events],
-        [e.aggregate_id for e in events], [e.payload for e in events],
-        [e.headers for e in events],
-    )
+    await conn.execute(_INSERT_MANY, *arrays(events))
 
 
 class OutboxRelay:

@@ -7,11 +7,13 @@ and money moves once. Anything that fails before the commit leaves nothing behin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -120,99 +122,154 @@ async def _replay(
     return pb.Payment.FromString(answer.response)
 
 
-async def _earlier_authorization(
-    conn: asyncpg.Connection, command: AuthorizePayment, request_hash: str
-) -> pb.Payment | None:
-    """The answer for this key, or this order's payment when the request is the same."""
-    answer, existing = await store.answer_or_order_payment(
-        conn, method="Authorize", key=command.key, order_id=command.order_id)
+# An item's payment, or the refusal its own Authorize would raise.
+Answer: TypeAlias = "pb.Payment | Exception"
+
+
+async def authorize(*, deps: Deps, command: AuthorizePayment) -> pb.Payment:
+    """One authorization: a batch of one (see `authorize_batch`)."""
+    [answer] = await authorize_batch(deps=deps, commands=[command])
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+async def authorize_batch(
+    *, deps: Deps, commands: Sequence[AuthorizePayment], budget_s: float | None = None
+) -> list[Answer]:
+    """Ask the processor for each payment (concurrently), then record them all in one
+    statement (FAILED with a decline code if declined); each gets its own answer.
+
+    A sale (`capture_key` set) also captures an approved authorization in full: both
+    journal entries, one `payments.payment.captured` event, and the Capture answer under
+    that key, so a later Capture with it replays instead of moving money again. When the
+    processor cannot capture, the payment is recorded AUTHORIZED for a later Capture. An
+    item the processor has not answered within `budget_s` is answered ProcessorUnavailable.
+    """
+    hashes = [c.fingerprint() for c in commands]
+    answers: list[Answer | None] = [_refusal(deps, c) for c in commands]
+    await _earlier(deps, commands, hashes, answers)
+    todo = [i for i, a in enumerate(answers) if a is None]
+    charged = await _charge_all(deps, [commands[i] for i in todo], budget_s)
+    fresh: list[tuple[int, store.NewPayment]] = []
+    for i, result in zip(todo, charged, strict=True):
+        if isinstance(result, Exception):
+            answers[i] = result
+        else:
+            fresh.append((i, _new_payment(deps, commands[i], hashes[i], *result)))
+    await _record_new(deps, fresh, answers, commands, hashes)
+    assert all(a is not None for a in answers)
+    return [a for a in answers if a is not None]
+
+
+def _refusal(deps: Deps, command: AuthorizePayment) -> Exception | None:
+    """A bad amount or currency, refused before the card is touched."""
+    try:
+        rules.authorized(command.amount)
+    except rules.PaymentRuleError as exc:
+        return exc
+    if command.currency != deps.currency:
+        return CommandError("invalid_argument", f"currency must be {deps.currency}")
+    return None
+
+
+async def _earlier(
+    deps: Deps, commands: Sequence[AuthorizePayment], hashes: Sequence[str],
+    answers: list[Answer | None],
+) -> None:
+    """Fill in the answers already given: under the key, or the order's payment when the
+    request is the same (one round trip for the batch)."""
+    open_ = [i for i, a in enumerate(answers) if a is None]
+    if not open_:
+        return
+    async with deps.pool.acquire() as conn:
+        found = await store.answers_or_order_payments(
+            conn, method="Authorize",
+            requests=[(commands[i].key, commands[i].order_id) for i in open_])
+    for i, (answer, existing) in zip(open_, found, strict=True):
+        answers[i] = _earlier_answer(commands[i], hashes[i], answer, existing)
+
+
+def _earlier_answer(
+    command: AuthorizePayment, request_hash: str, answer: store.StoredAnswer | None,
+    existing: PaymentRow | None,
+) -> Answer | None:
     if answer is not None:
         if answer.request_hash != request_hash:
-            raise CommandError("invalid_argument", KEY_REUSED)
+            return CommandError("invalid_argument", KEY_REUSED)
         return pb.Payment.FromString(answer.response)
     if existing is None:
         return None
     if existing.request_hash != request_hash:
-        raise CommandError(
+        return CommandError(
             "already_exists",
             f"order {command.order_id} already has payment {existing.id} for a different request",
         )
     return to_proto(existing)
 
 
-async def authorize(*, deps: Deps, command: AuthorizePayment) -> pb.Payment:
-    """Ask the processor, then record the payment (FAILED with a decline code if declined).
+async def _charge_all(
+    deps: Deps, commands: Sequence[AuthorizePayment], budget_s: float | None
+) -> list[tuple[ProcessorResult, bool] | Exception]:
+    """The processor's answers, asked side by side; past `budget_s`, ProcessorUnavailable."""
+    tasks = [asyncio.ensure_future(_charge(deps, c)) for c in commands]
+    if not tasks:
+        return []
+    _, late = await asyncio.wait(tasks, timeout=budget_s)
+    for task in late:
+        task.cancel()
+    results: list[tuple[ProcessorResult, bool] | Exception] = []
+    for task in tasks:
+        if task in late:
+            results.append(ProcessorUnavailable(
+                "the card processor did not answer within the call's deadline; "
+                "retry with the same idempotency key"))
+        elif isinstance(task.exception(), ProcessorUnavailable):
+            results.append(task.exception())  # type: ignore[arg-type]
+        else:
+            results.append(task.result())
+    return results
 
-    A sale (`command.capture_key` set) also captures an approved authorization in full, in
-    the same transaction: both journal entries, one `payments.payment.captured` event, and
-    the Capture answer under that key, so a later Capture with it replays instead of moving
-    money again. When the processor cannot capture, the payment is recorded AUTHORIZED (and
-    published as such) for a later Capture.
-    """
-    rules.authorized(command.amount)  # refuse a bad amount before the card is touched
-    if command.currency != deps.currency:
-        raise CommandError("invalid_argument", f"currency must be {deps.currency}")
-    request_hash = command.fingerprint()
-    async with deps.pool.acquire() as conn:
-        earlier = await _earlier_authorization(conn, command, request_hash)
-    if earlier is not None:
-        return earlier
+
+async def _charge(deps: Deps, command: AuthorizePayment) -> tuple[ProcessorResult, bool]:
     # Keyed by order: however many keys the caller tries, the card is held once per order.
     result = await deps.gateway.authorize(
         token=command.token, amount=command.amount,
         idempotency_key=f"authorize:{command.order_id}",
     )
-    captured = await _sale_capture(deps, command, result)
-    for attempt in (1, 2):
-        try:
-            # A concurrent call for the same order or key loses on a unique index and
-            # retries: then it finds the winner's answer (the first attempt just looked).
-            async with deps.pool.acquire() as conn:
-                earlier = (await _earlier_authorization(conn, command, request_hash)
-                           if attempt == 2 else None)
-                if earlier is not None:
-                    return earlier
-                if captured is not None:  # one statement, its own transaction
-                    return await _record_sale(deps, conn, command, request_hash, result)
-                async with conn.transaction():
-                    change = await _new_payment(conn, command, request_hash, result)
-                    return await _record(conn, method="Authorize", key=command.key,
-                                         request_hash=request_hash, change=change)
-        except asyncpg.UniqueViolationError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    return result, await _sale_capture(deps, command, result) is not None
 
 
-async def _record_sale(
-    deps: Deps, conn: asyncpg.Connection, command: AuthorizePayment, request_hash: str,
-    result: ProcessorResult,
-) -> pb.Payment:
-    """An authorization captured at once: the payment in its final state, both journal
-    entries, one event (`captured` carries the whole payment: amount, captured, status),
-    and the answer under both keys, all in one statement."""
-    authorized = rules.authorized(command.amount)
-    state = rules.capture(authorized, 0)
-    # The row as it will be; the database adds seq and created_at, which neither the event
-    # nor the answer carries.
+def _new_payment(
+    deps: Deps, command: AuthorizePayment, request_hash: str, result: ProcessorResult,
+    captured: bool,
+) -> store.NewPayment:
+    """The payment as the processor left it: CAPTURED (a sale), AUTHORIZED or FAILED."""
+    approved = result.approved
+    state = rules.authorized(command.amount) if approved else rules.failed(command.amount)
     row = store.PaymentRow(
         id=uuid.uuid4(), seq=0, order_id=command.order_id, member_id=command.member_id,
-        merchant_id=command.merchant_id, status=authorized.status, currency=command.currency,
-        amount=authorized.amount, captured=authorized.captured, refunded=authorized.refunded,
-        commission=0, decline_code=None, processor_ref=result.reference,
-        request_hash=request_hash, created_at=datetime.now(UTC))
-    change = _captured(deps, row, state)
-    assert change.posting is not None
-    answer = to_proto(change.row)
-    capture = CapturePayment(key=command.capture_key, payment_id=row.id, amount=0)
-    await store.insert_sale(
-        conn, change.row, postings=[ledger.authorize(row.amount), change.posting],
-        event=outbox.pending(source=SOURCE, subject=change.subject, aggregate_id=str(row.id),
-                             message=_event(change.row)),
-        answers=[("Authorize", command.key, request_hash),
-                 ("Capture", capture.key, capture.fingerprint())],
-        response=answer.SerializeToString())
-    return answer
+        merchant_id=command.merchant_id, status=state.status, currency=command.currency,
+        amount=state.amount, captured=state.captured, refunded=state.refunded, commission=0,
+        decline_code=None if approved else (result.decline_code or "declined"),
+        processor_ref=result.reference if approved else None, request_hash=request_hash,
+        created_at=datetime.now(UTC))
+    answers = [("Authorize", command.key, request_hash)]
+    if not approved:
+        change = Change(row, None, "payments.payment.failed")
+    elif captured:
+        change = _captured(deps, row, rules.capture(state, 0))
+        capture = CapturePayment(key=command.capture_key, payment_id=row.id, amount=0)
+        answers.append(("Capture", capture.key, capture.fingerprint()))
+    else:
+        change = Change(row, None, "payments.payment.authorized")
+    postings = ([ledger.authorize(row.amount)] if approved else []) + (
+        [change.posting] if change.posting is not None else [])
+    return store.NewPayment(
+        row=change.row, postings=postings, answers=answers,
+        event=outbox.pending(source=SOURCE, subject=change.subject,
+                             aggregate_id=str(row.id), message=_event(change.row)),
+        response=to_proto(change.row).SerializeToString())
 
 
 async def _sale_capture(
@@ -238,21 +295,30 @@ async def _sale_capture(
     return captured
 
 
-async def _new_payment(
-    conn: asyncpg.Connection, command: AuthorizePayment, request_hash: str,
-    result: ProcessorResult,
-) -> Change:
-    approved = result.approved
-    state = rules.authorized(command.amount) if approved else rules.failed(command.amount)
-    row = await store.insert(
-        conn, order_id=command.order_id, member_id=command.member_id,
-        merchant_id=command.merchant_id, state=state, currency=command.currency,
-        decline_code=None if approved else (result.decline_code or "declined"),
-        processor_ref=result.reference if approved else None, request_hash=request_hash,
-    )
-    if not approved:
-        return Change(row, None, "payments.payment.failed")
-    return Change(row, ledger.authorize(row.amount), "payments.payment.authorized")
+async def _record_new(
+    deps: Deps, fresh: Sequence[tuple[int, store.NewPayment]], answers: list[Answer | None],
+    commands: Sequence[AuthorizePayment], hashes: Sequence[str],
+) -> None:
+    """Record the new payments in one statement. If one of them lost a race (a concurrent
+    call for the same order or key), each is recorded on its own, and the losers answer
+    with the winner's answer."""
+    if not fresh:
+        return
+    try:
+        async with deps.pool.acquire() as conn:
+            await store.insert_payments(conn, [p for _, p in fresh])
+    except asyncpg.UniqueViolationError:
+        if len(fresh) == 1:
+            i = fresh[0][0]
+            slot: list[Answer | None] = [None]
+            await _earlier(deps, [commands[i]], [hashes[i]], slot)
+            answers[i] = slot[0] or CommandError("unavailable", "payment being recorded")
+            return
+        for one in fresh:
+            await _record_new(deps, [one], answers, commands, hashes)
+        return
+    for i, payment in fresh:
+        answers[i] = pb.Payment.FromString(payment.response)
 
 
 async def _move(

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.common import outbox
 from services.common.outbox import Pending
 from services.payments.domain.ledger import Posting, merchant_payable
 from services.payments.domain.payment import PaymentState, PaymentStatus
@@ -149,26 +150,27 @@ async def get_answer(conn: asyncpg.Connection, *, method: str, key: str) -> Stor
     return StoredAnswer(record["request_hash"], bytes(record["response"]))
 
 
-async def answer_or_order_payment(
-    conn: asyncpg.Connection, *, method: str, key: str, order_id: uuid.UUID
-) -> tuple[StoredAnswer | None, PaymentRow | None]:
-    """The answer stored under (method, key) and the order's payment, in one round trip."""
-    record = await conn.fetchrow(
+async def answers_or_order_payments(
+    conn: asyncpg.Connection, *, method: str, requests: Sequence[tuple[str, uuid.UUID]]
+) -> list[tuple[StoredAnswer | None, PaymentRow | None]]:
+    """For each (key, order id): the answer stored under (method, key) and the order's
+    payment, all in one round trip, in the order asked."""
+    records = await conn.fetch(
         "SELECT k.request_hash AS answer_hash, k.response AS answer, "
         + ", ".join(f"p.{c.strip()}" for c in _COLUMNS.split(",")) + " "
-        "FROM (SELECT 1) AS one "
-        "LEFT JOIN idempotency_keys k ON k.method = $1 AND k.key = $2 "
-        "LEFT JOIN payments p ON p.order_id = $3",
-        method, key, order_id,
+        "FROM unnest($2::text[], $3::uuid[]) WITH ORDINALITY AS x(key, order_id, n) "
+        "LEFT JOIN idempotency_keys k ON k.method = $1 AND k.key = x.key "
+        "LEFT JOIN payments p ON p.order_id = x.order_id ORDER BY x.n",
+        method, [k for k, _ in requests], [o for _, o in requests],
     )
-    assert record is not None  # one row, whatever matched
-    answer = (StoredAnswer(record["answer_hash"], bytes(record["answer"]))
-              if record["answer_hash"] is not None else None)
-    payment = None
-    if record["id"] is not None:
-        values = {k: record[k] for k in PaymentRow.__slots__}
-        payment = _row_from(values)
-    return answer, payment
+    found: list[tuple[StoredAnswer | None, PaymentRow | None]] = []
+    for record in records:
+        answer = (StoredAnswer(record["answer_hash"], bytes(record["answer"]))
+                  if record["answer_hash"] is not None else None)
+        payment = (_row_from({k: record[k] for k in PaymentRow.__slots__})
+                   if record["id"] is not None else None)
+        found.append((answer, payment))
+    return found
 
 
 async def save_answer(
@@ -227,63 +229,90 @@ async def post_all(
     return sorted({r["entry_id"] for r in rows})
 
 
-# A sale as one statement (so one round trip, and no BEGIN/COMMIT of its own): the payment,
-# its journal entries with their lines, its event and its answer under every key. The
-# deferred balance triggers run at the statement's commit; a second payment for the order
-# or a key already answered fails all of it on a unique index.
-_SALE = f"""
+@dataclass(frozen=True, slots=True)
+class NewPayment:
+    """A payment as it is recorded: its row (the database adds `seq` and `created_at`),
+    its journal entries (distinct kinds, in order), its event, and its answer under each
+    (method, key, request_hash) of `answers`."""
+
+    row: PaymentRow
+    postings: Sequence[Posting]
+    event: Pending
+    answers: Sequence[tuple[str, str, str]]
+    response: bytes
+
+
+_INSERT_COLUMNS = ("id, order_id, member_id, merchant_id, status, currency, amount, captured, "
+                   "refunded, decline_code, processor_ref, request_hash, commission")
+
+# New payments as one statement (one round trip, no BEGIN/COMMIT of its own): the payments,
+# their journal entries with their lines, their events and answers. Inserted in order id
+# order, so two statements racing on one order wait in one order. The deferred balance
+# triggers run at the statement's commit; a second payment for an order or a key already
+# answered fails all of it on a unique index.
+_INSERT_MANY = f"""
 WITH p AS (
-    {_INSERT}
+    INSERT INTO payments ({_INSERT_COLUMNS})
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+        $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[],
+        $12::text[], $13::bigint[]) AS x({_INSERT_COLUMNS})
+    ORDER BY x.order_id
+    RETURNING {_COLUMNS}
 ), e AS (
     INSERT INTO journal_entries (payment_id, kind, currency)
-    SELECT p.id, k.kind, p.currency FROM p, unnest($14::text[]) WITH ORDINALITY AS k(kind, n)
-    ORDER BY k.n RETURNING id, kind
+    SELECT p.id, k.kind, p.currency
+    FROM unnest($14::uuid[], $15::text[]) WITH ORDINALITY AS k(payment_id, kind, n)
+    JOIN p ON p.id = k.payment_id ORDER BY k.n
+    RETURNING id, payment_id, kind
 ), l AS (
     INSERT INTO journal_lines (entry_id, account, amount)
-    SELECT e.id, l.account, l.amount FROM e
-    JOIN unnest($15::text[], $16::text[], $17::bigint[]) AS l(kind, account, amount)
-      ON l.kind = e.kind
+    SELECT e.id, y.account, y.amount FROM e
+    JOIN unnest($16::uuid[], $17::text[], $18::text[], $19::bigint[])
+        AS y(payment_id, kind, account, amount)
+      ON y.payment_id = e.payment_id AND y.kind = e.kind
     RETURNING entry_id
 ), o AS (
-    INSERT INTO outbox (event_id, subject, aggregate_id, payload, headers)
-    SELECT $18::uuid, $19::text, $20::text, $21::bytea, $22::jsonb FROM p
+    {outbox.insert_sql(f"SELECT {outbox.COLUMNS} FROM {outbox.unnest_sql(20)} ORDER BY n")}
     RETURNING 1
 ), a AS (
     INSERT INTO idempotency_keys (method, key, request_hash, payment_id, response)
-    SELECT x.m, x.k, x.h, p.id, $26::bytea FROM p,
-        unnest($23::text[], $24::text[], $25::text[]) AS x(m, k, h)
+    SELECT * FROM unnest($25::text[], $26::text[], $27::text[], $28::uuid[], $29::bytea[])
     RETURNING 1
 )
 SELECT * FROM p
 """
 
 
-async def insert_sale(
-    conn: asyncpg.Connection, payment: PaymentRow, *, postings: Sequence[Posting],
-    event: Pending, answers: Sequence[tuple[str, str, str]], response: bytes,
-) -> PaymentRow:
-    """Record a sale in one statement: `payment` (its id, state and amounts; the database
-    gives it `seq` and `created_at`), `postings` (distinct kinds, in order), `event` and
-    `response` under each (method, key, request_hash) of `answers`.
+def _insert_arguments(payments: Sequence[NewPayment]) -> list[object]:
+    rows = [x.row for x in payments]
+    entries = [(x.row.id, posting) for x in payments for posting in x.postings]
+    for x in payments:
+        kinds = [posting.kind for posting in x.postings]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"one payment posts entries of distinct kinds, not {kinds}")
+    lines = [(pid, posting.kind, account, amount) for pid, posting in entries
+             for account, amount in posting.lines]
+    answers = [(x.row.id, x.response, *answer) for x in payments for answer in x.answers]
+    columns = [c.strip() for c in _INSERT_COLUMNS.split(",")]
+    return [
+        *([getattr(r, c).value if c == "status" else getattr(r, c) for r in rows]
+          for c in columns),
+        [pid for pid, _ in entries], [posting.kind for _, posting in entries],
+        *([line[i] for line in lines] for i in range(4)),
+        *outbox.arrays([x.event for x in payments]),
+        [a[2] for a in answers], [a[3] for a in answers], [a[4] for a in answers],
+        [a[0] for a in answers], [a[1] for a in answers],
+    ]
 
-    Raises UniqueViolationError when the order already has a payment or a key an answer.
-    """
-    kinds = [x.kind for x in postings]
-    if len(set(kinds)) != len(kinds):
-        raise ValueError(f"one statement posts entries of distinct kinds, not {kinds}")
-    lines = [(x.kind, account, amount) for x in postings for account, amount in x.lines]
-    p = payment
-    record = await conn.fetchrow(
-        _SALE, p.id, p.order_id, p.member_id, p.merchant_id, p.status.value, p.currency,
-        p.amount, p.captured, p.refunded, p.decline_code, p.processor_ref, p.request_hash,
-        p.commission, kinds, [k for k, _, _ in lines], [a for _, a, _ in lines],
-        [n for _, _, n in lines], event.event_id, event.subject, event.aggregate_id,
-        event.payload, event.headers, [m for m, _, _ in answers], [k for _, k, _ in answers],
-        [h for _, _, h in answers], response,
-    )
-    row = _row(record)
-    assert row is not None
-    return row
+
+async def insert_payments(
+    conn: asyncpg.Connection, payments: Sequence[NewPayment]
+) -> list[PaymentRow]:
+    """Record new payments in one statement; raises UniqueViolationError (and records
+    none) when an order already has a payment or a key an answer."""
+    records = await conn.fetch(_INSERT_MANY, *_insert_arguments(payments))
+    by_id = {r["id"]: r for r in records}
+    return [_row_from(dict(by_id[x.row.id])) for x in payments]
 
 
 _BALANCE = (

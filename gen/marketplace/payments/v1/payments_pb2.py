@@ -25,27 +25,35 @@ _sym_db = _symbol_database.Default()
 from marketplace.common.v1 import money_pb2 as marketplace_dot_common_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&marketplace/payments/v1/payments.proto\x12\x17marketplace.payments.v1\x1a!marketplace/common/v1/money.proto\"\xcb\x01\n\x10\x41uthorizeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12,\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1c.marketplace.common.v1.Money\x12\x15\n\rpayment_token\x18\x06 \x01(\t\x12\x1f\n\x17\x63\x61pture_idempotency_key\x18\x07 \x01(\t\"M\n\x0e\x43\x61ptureRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\":\n\x0bVoidRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"\\\n\rRefundRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"D\n\x11GetPaymentRequest\x12\x14\n\npayment_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08order_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\xda\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x36\n\x06status\x18\x04 \x01(\x0e\x32&.marketplace.payments.v1.PaymentStatus\x12,\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1c.marketplace.common.v1.Money\x12\x10\n\x08\x63\x61ptured\x18\x06 \x01(\x03\x12\x10\n\x08refunded\x18\x07 \x01(\x03\x12\x14\n\x0c\x64\x65\x63line_code\x18\x08 \x01(\t*\xe5\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_STATUS_AUTHORIZED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_CAPTURED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_VOIDED\x10\x03\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x04\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x05\x12%\n!PAYMENT_STATUS_PARTIALLY_REFUNDED\x10\x06\x32\xc0\x03\n\x0ePaymentService\x12X\n\tAuthorize\x12).marketplace.payments.v1.AuthorizeRequest\x1a .marketplace.payments.v1.Payment\x12T\n\x07\x43\x61pture\x12\'.marketplace.payments.v1.CaptureRequest\x1a .marketplace.payments.v1.Payment\x12N\n\x04Void\x12$.marketplace.payments.v1.VoidRequest\x1a .marketplace.payments.v1.Payment\x12R\n\x06Refund\x12&.marketplace.payments.v1.RefundRequest\x1a .marketplace.payments.v1.Payment\x12Z\n\nGetPayment\x12*.marketplace.payments.v1.GetPaymentRequest\x1a .marketplace.payments.v1.Paymentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&marketplace/payments/v1/payments.proto\x12\x17marketplace.payments.v1\x1a!marketplace/common/v1/money.proto\"\xcb\x01\n\x10\x41uthorizeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12,\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1c.marketplace.common.v1.Money\x12\x15\n\rpayment_token\x18\x06 \x01(\t\x12\x1f\n\x17\x63\x61pture_idempotency_key\x18\x07 \x01(\t\"T\n\x15\x41uthorizeBatchRequest\x12;\n\x08requests\x18\x01 \x03(\x0b\x32).marketplace.payments.v1.AuthorizeRequest\"S\n\x16\x41uthorizeBatchResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.marketplace.payments.v1.AuthorizeResult\"\x86\x01\n\x0f\x41uthorizeResult\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32 .marketplace.payments.v1.PaymentH\x00\x12\x33\n\x07refusal\x18\x02 \x01(\x0b\x32 .marketplace.payments.v1.RefusalH\x00\x42\t\n\x07outcome\"(\n\x07Refusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"M\n\x0e\x43\x61ptureRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\":\n\x0bVoidRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"\\\n\rRefundRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"D\n\x11GetPaymentRequest\x12\x14\n\npayment_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08order_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\xda\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x36\n\x06status\x18\x04 \x01(\x0e\x32&.marketplace.payments.v1.PaymentStatus\x12,\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1c.marketplace.common.v1.Money\x12\x10\n\x08\x63\x61ptured\x18\x06 \x01(\x03\x12\x10\n\x08refunded\x18\x07 \x01(\x03\x12\x14\n\x0c\x64\x65\x63line_code\x18\x08 \x01(\t*\xe5\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_STATUS_AUTHORIZED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_CAPTURED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_VOIDED\x10\x03\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x04\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x05\x12%\n!PAYMENT_STATUS_PARTIALLY_REFUNDED\x10\x06\x32\xb3\x04\n\x0ePaymentService\x12X\n\tAuthorize\x12).marketplace.payments.v1.AuthorizeRequest\x1a .marketplace.payments.v1.Payment\x12q\n\x0e\x41uthorizeBatch\x12..marketplace.payments.v1.AuthorizeBatchRequest\x1a/.marketplace.payments.v1.AuthorizeBatchResponse\x12T\n\x07\x43\x61pture\x12\'.marketplace.payments.v1.CaptureRequest\x1a .marketplace.payments.v1.Payment\x12N\n\x04Void\x12$.marketplace.payments.v1.VoidRequest\x1a .marketplace.payments.v1.Payment\x12R\n\x06Refund\x12&.marketplace.payments.v1.RefundRequest\x1a .marketplace.payments.v1.Payment\x12Z\n\nGetPayment\x12*.marketplace.payments.v1.GetPaymentRequest\x1a .marketplace.payments.v1.Paymentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marketplace.payments.v1.payments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=833
-  _globals['_PAYMENTSTATUS']._serialized_end=1062
+  _globals['_PAYMENTSTATUS']._serialized_start=1183
+  _globals['_PAYMENTSTATUS']._serialized_end=1412
   _globals['_AUTHORIZEREQUEST']._serialized_start=103
   _globals['_AUTHORIZEREQUEST']._serialized_end=306
-  _globals['_CAPTUREREQUEST']._serialized_start=308
-  _globals['_CAPTUREREQUEST']._serialized_end=385
-  _globals['_VOIDREQUEST']._serialized_start=387
-  _globals['_VOIDREQUEST']._serialized_end=445
-  _globals['_REFUNDREQUEST']._serialized_start=447
-  _globals['_REFUNDREQUEST']._serialized_end=539
-  _globals['_GETPAYMENTREQUEST']._serialized_start=541
-  _globals['_GETPAYMENTREQUEST']._serialized_end=609
-  _globals['_PAYMENT']._serialized_start=612
-  _globals['_PAYMENT']._serialized_end=830
-  _globals['_PAYMENTSERVICE']._serialized_start=1065
-  _globals['_PAYMENTSERVICE']._serialized_end=1513
+  _globals['_AUTHORIZEBATCHREQUEST']._serialized_start=308
+  _globals['_AUTHORIZEBATCHREQUEST']._serialized_end=392
+  _globals['_AUTHORIZEBATCHRESPONSE']._serialized_start=394
+  _globals['_AUTHORIZEBATCHRESPONSE']._serialized_end=477
+  _globals['_AUTHORIZERESULT']._serialized_start=480
+  _globals['_AUTHORIZERESULT']._serialized_end=614
+  _globals['_REFUSAL']._serialized_start=616
+  _globals['_REFUSAL']._serialized_end=656
+  _globals['_CAPTUREREQUEST']._serialized_start=658
+  _globals['_CAPTUREREQUEST']._serialized_end=735
+  _globals['_VOIDREQUEST']._serialized_start=737
+  _globals['_VOIDREQUEST']._serialized_end=795
+  _globals['_REFUNDREQUEST']._serialized_start=797
+  _globals['_REFUNDREQUEST']._serialized_end=889
+  _globals['_GETPAYMENTREQUEST']._serialized_start=891
+  _globals['_GETPAYMENTREQUEST']._serialized_end=959
+  _globals['_PAYMENT']._serialized_start=962
+  _globals['_PAYMENT']._serialized_end=1180
+  _globals['_PAYMENTSERVICE']._serialized_start=1415
+  _globals['_PAYMENTSERVICE']._serialized_end=1978
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class PaymentServiceStub:
                 request_serializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeRequest.SerializeToString,
                 response_deserializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
                 _registered_method=True)
+        self.AuthorizeBatch = channel.unary_unary(
+                '/marketplace.payments.v1.PaymentService/AuthorizeBatch',
+                request_serializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeBatchRequest.SerializeToString,
+                response_deserializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeBatchResponse.FromString,
+                _registered_method=True)
         self.Capture = channel.unary_unary(
                 '/marketplace.payments.v1.PaymentService/Capture',
                 request_serializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.CaptureRequest.SerializeToString,
@@ -67,6 +72,16 @@ class PaymentServiceServicer:
     def Authorize(self, request, context):
         """Reserve funds on the card, and with `capture_idempotency_key` take them at once.
         Idempotent on `idempotency_key` (the order id in checkout).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthorizeBatch(self, request, context):
+        """Several Authorize calls in one: each request is answered as its own Authorize would
+        be (same keys, same replays), in the order given; one's refusal fails no other. The
+        payments are recorded together. An item the processor did not answer within the
+        call's deadline is answered UNAVAILABLE: send it again with the same keys.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +121,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.Authorize,
                     request_deserializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeRequest.FromString,
                     response_serializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.Payment.SerializeToString,
+            ),
+            'AuthorizeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizeBatch,
+                    request_deserializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeBatchRequest.FromString,
+                    response_serializer=marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeBatchResponse.SerializeToString,
             ),
             'Capture': grpc.unary_unary_rpc_method_handler(
                     servicer.Capture,
@@ -155,6 +175,33 @@ class PaymentService:
             '/marketplace.payments.v1.PaymentService/Authorize',
             marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeRequest.SerializeToString,
             marketplace_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.payments.v1.PaymentService/AuthorizeBatch',
+            marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeBatchRequest.SerializeToString,
+            marketplace_dot_payments_dot_v1_dot_payments__pb2.AuthorizeBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.analytics.bootstrap import main
+from services.analytics import bootstrap
 from services.analytics.settings import AnalyticsSettings
 from services.common import runtime
 
 if __name__ == "__main__":
     settings = AnalyticsSettings()  # type: ignore[call-arg]  # fields come from the env
-    runtime.run_main(main(settings), settings)
+    runtime.run_main(bootstrap.start, settings)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from grpc import aio
 
 from services.analytics import handlers, metrics
 from services.analytics.api import dashboard, insights, reports, views
+from services.analytics.api.deps import Context
 from services.analytics.batch import BatchConsumer
 from services.analytics.handlers import BatchHandler
 from services.analytics.live import Broadcaster
@@ -29,15 +27,6 @@ CONSUMERS: dict[str, tuple[str, tuple[str, ...], BatchHandler]] = {
     "analytics-membership": ("MEMBERSHIP", handlers.MEMBERSHIP_SUBJECTS,
                              handlers.on_membership_event),
 }
-
-
-@dataclass
-class Service:
-    infra: runtime.Infra
-    app: FastAPI
-    grpc_server: aio.Server | None = None  # analytics only listens; it serves no gRPC
-    grpc_port: int | None = None
-    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
 
 
 def _batch_consumers(infra: runtime.Infra) -> list[BatchConsumer]:
@@ -69,7 +58,7 @@ async def _refresh_gauges(infra: runtime.Infra) -> None:
         await asyncio.sleep(1)
 
 
-def create_app(settings: AnalyticsSettings, infra: runtime.Infra) -> FastAPI:
+def create_app(settings: AnalyticsSettings, infra: runtime.Infra, context: Context) -> FastAPI:
     app = web.create_app(
         title="Marketplace analytics",
         description="Live GMV, operator views, brand insights and the live dashboard, "
@@ -77,15 +66,16 @@ def create_app(settings: AnalyticsSettings, infra: runtime.Infra) -> FastAPI:
         readiness=_readiness(infra),
         max_in_flight=settings.max_in_flight,
     )
-    app.state.settings = settings
-    app.state.pool = infra.pool
-    app.state.broadcaster = Broadcaster(infra.pool)
+    app.state.settings = context.settings
+    app.state.pool = context.pool
+    app.state.broadcaster = context.broadcaster
     for module in (reports, views, insights, dashboard):
         app.include_router(module.router)
     return app
 
 
-async def start(settings: AnalyticsSettings) -> Service:
+async def start(settings: AnalyticsSettings) -> runtime.Service[Context]:
+    """Everything but the serving loop (analytics calls no one: nothing to pass in)."""
     infra = await runtime.start_infra(settings, Path(__file__).parent)
     for name, (stream, subjects, handler) in CONSUMERS.items():
         infra.consumers.append(BatchConsumer(
@@ -93,11 +83,7 @@ async def start(settings: AnalyticsSettings) -> Service:
             batch_handler=handler, batch_size=settings.consumer_batch_size,
             linger_s=settings.consumer_linger_ms / 1000,
         ))
-    return Service(
-        infra=infra, app=create_app(settings, infra), tasks=[_refresh_gauges(infra)]
-    )
+    context = Context(settings=settings, pool=infra.pool, broadcaster=Broadcaster(infra.pool))
+    return runtime.Service(infra=infra, app=create_app(settings, infra, context),
+                           context=context, tasks=[_refresh_gauges(infra)])
 
-
-async def main(settings: AnalyticsSettings) -> None:
-    svc = await start(settings)
-    await runtime.serve(svc.infra, svc.app, tasks=svc.tasks)

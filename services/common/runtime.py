@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import uvicorn
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # for good; a standby's polls for the leader lock). The connection budget of deploy/
 # counts them (tests/deploy/test_pooler_budget.py).
 SESSIONS_PER_PROCESS = 1
+ContextT = TypeVar("ContextT")
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
 @dataclass
@@ -146,15 +148,21 @@ async def purge(pool: asyncpg.Pool, *, schema: str) -> bool:
     return True
 
 
+@dataclass
+class Service(Generic[ContextT]):
+    """A started service, as every `bootstrap.start(settings, ...)` returns it: what `serve`
+    runs, and what tests reach into. `context` is what the routes get (`app.state.ctx`)."""
+
+    infra: Infra
+    app: FastAPI
+    context: ContextT
+    grpc_server: aio.Server | None = None  # with its port; None where a service serves no gRPC
+    grpc_port: int | None = None
+    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)  # besides the relay's
+
+
 async def serve(
-    infra: Infra,
-    app: FastAPI,
-    *,
-    grpc_server: aio.Server | None = None,
-    grpc_port: int | None = None,
-    tasks: list[Coroutine[Any, Any, None]] | None = None,
-    stop: asyncio.Event | None = None,
-    stop_within_s: float = 10.0,
+    service: Service[Any], *, stop: asyncio.Event | None = None, stop_within_s: float = 10.0
 ) -> None:
     """Run HTTP, gRPC and the background loops until SIGTERM/SIGINT (or `stop`), then stop.
 
@@ -162,12 +170,12 @@ async def serve(
     most; one that does not end by then is named in a warning, and the bus and the pool
     are closed anyway.
     """
-    settings = infra.settings
+    infra, grpc_server, settings = service.infra, service.grpc_server, service.infra.settings
     if grpc_server is not None:
-        grpc_server.add_insecure_port(f"{settings.http_host}:{grpc_port}")
+        grpc_server.add_insecure_port(f"{settings.http_host}:{service.grpc_port}")
         await grpc_server.start()
     config = uvicorn.Config(
-        app, host=settings.http_host, port=settings.http_port, log_config=None,
+        service.app, host=settings.http_host, port=settings.http_port, log_config=None,
         access_log=False, loop="none", lifespan="on", timeout_graceful_shutdown=5,
         backlog=2048,
         # Longer than any client's or load balancer's idle timeout (commonly 60 s): the
@@ -182,16 +190,12 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    background = [asyncio.create_task(infra.relay.run(), name="outbox-relay")]
-    background += [asyncio.create_task(c.run(), name=c.name) for c in infra.consumers]
-    background += [asyncio.create_task(t, name=getattr(t, "__qualname__", None))
-                   for t in tasks or []]
-    background.append(asyncio.create_task(_observe(infra), name="observe"))
+    background = _start_background(service)
     server_task = asyncio.create_task(_serve_http(http, settings), name="http")
     metrics.INSTANCE_INFO.labels(settings.service_name, settings.instance_id).set(1)
     log.info(
         "service started",
-        extra={"http_port": settings.http_port, "grpc_port": grpc_port},
+        extra={"http_port": settings.http_port, "grpc_port": service.grpc_port},
     )
     stopped = asyncio.create_task(stop.wait())
     try:
@@ -221,6 +225,17 @@ async def serve(
         log.info("service stopped")
 
 
+def _start_background(service: Service[Any]) -> list[asyncio.Task[None]]:
+    """The outbox relay, the consumers, the service's own loops and the gauges."""
+    infra = service.infra
+    background = [asyncio.create_task(infra.relay.run(), name="outbox-relay")]
+    background += [asyncio.create_task(c.run(), name=c.name) for c in infra.consumers]
+    background += [asyncio.create_task(t, name=getattr(t, "__qualname__", None))
+                   for t in service.tasks]
+    background.append(asyncio.create_task(_observe(infra), name="observe"))
+    return background
+
+
 async def _serve_http(http: uvicorn.Server, settings: ServiceSettings) -> None:
     """uvicorn exits the process (SystemExit) when it cannot listen; say why as an error
     the caller can handle, and what to change."""
@@ -234,14 +249,21 @@ async def _serve_http(http: uvicorn.Server, settings: ServiceSettings) -> None:
             f"taken): free the port or set {prefix}HTTP_PORT") from None
 
 
-def run_main(main: Coroutine[Any, Any, None], settings: ServiceSettings) -> None:
-    """Logging, tracing and uvloop, then the service's async main."""
+def run_main(
+    start: Callable[[SettingsT], Awaitable[Service[Any]]], settings: SettingsT
+) -> None:
+    """A service's process: logging, tracing and uvloop, then `start` it and `serve` it
+    until a signal stops it."""
     telemetry.setup_logging(settings.service_name, settings.log_level,
                             instance=settings.instance_id)
     telemetry.setup_tracing(settings.service_name, instance=settings.instance_id)
+
+    async def main() -> None:
+        await serve(await start(settings))
+
     try:
         import uvloop
 
-        uvloop.run(main)
+        uvloop.run(main())
     except ImportError:
-        asyncio.run(main)
+        asyncio.run(main())

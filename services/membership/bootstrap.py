@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI
-from grpc import aio
 from marketplace.membership.v1 import membership_pb2_grpc as pb_grpc
 
 from services.common import grpcutil, ratelimit, runtime, web
@@ -24,16 +21,9 @@ from services.membership.sessions import TokenIssuer
 from services.membership.settings import MembershipSettings
 
 
-@dataclass
-class Service:
-    infra: Infra
-    app: FastAPI
-    grpc_server: aio.Server
-    grpc_port: int
-    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
-
-
-def build_context(settings: MembershipSettings, infra: Infra) -> Context:
+def build_context(
+    settings: MembershipSettings, infra: Infra, clock: Callable[[], float] = time.monotonic
+) -> Context:
     ring = KeyRing.from_files(
         settings.jwt_private_key_file,
         settings.jwt_previous_key_files,
@@ -48,14 +38,17 @@ def build_context(settings: MembershipSettings, infra: Infra) -> Context:
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
         ),
         verifier=LocalVerifier(ring),
-        logins_per_email=login_limits.per_email(settings),
-        logins_per_client=login_limits.per_client(settings),
+        logins_per_email=login_limits.per_email(settings, clock),
+        logins_per_client=login_limits.per_client(settings, clock),
     )
 
 
-async def start(settings: MembershipSettings) -> Service:
+async def start(
+    settings: MembershipSettings, *, clock: Callable[[], float] = time.monotonic
+) -> runtime.Service[Context]:
+    """Everything but the serving loop; tests may pass the clock of the sign-in limits."""
     infra = await runtime.start_infra(settings, Path(__file__).parent)
-    context = build_context(settings, infra)
+    context = build_context(settings, infra, clock)
     app = web.create_app(
         title="Membership",
         description="Members, tokens, tiers and points.",
@@ -74,13 +67,6 @@ async def start(settings: MembershipSettings) -> Service:
             linger_s=settings.consumer_linger_ms / 1000,
         )
     )
-    return Service(infra=infra, app=app, grpc_server=server, grpc_port=settings.grpc_port,
-                   tasks=[ratelimit.keep_purged(infra.pool)])
+    return runtime.Service(infra=infra, app=app, context=context, grpc_server=server,
+                           grpc_port=settings.grpc_port, tasks=[ratelimit.keep_purged(infra.pool)])
 
-
-async def main(settings: MembershipSettings) -> None:
-    service = await start(settings)
-    await runtime.serve(
-        service.infra, service.app, grpc_server=service.grpc_server,
-        grpc_port=service.grpc_port, tasks=service.tasks,
-    )

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 from services.common.errors import Problem
 from services.common.ratelimit import Rate, SharedLimit, too_many
 from services.membership.settings import MembershipSettings
 
 
-def per_email(settings: MembershipSettings) -> SharedLimit:
+def per_email(
+    settings: MembershipSettings, clock: Callable[[], float] = time.monotonic
+) -> SharedLimit:
     return SharedLimit("login-email", Rate.per_window(settings.login_attempts_per_email,
-                                                      settings.login_window_s))
+                                                      settings.login_window_s), clock=clock)
 
 
-def per_client(settings: MembershipSettings) -> SharedLimit:
+def per_client(
+    settings: MembershipSettings, clock: Callable[[], float] = time.monotonic
+) -> SharedLimit:
     return SharedLimit("login-client", Rate.per_window(settings.login_attempts_per_client,
-                                                       settings.login_window_s))
+                                                       settings.login_window_s), clock=clock)
 
 
 def rate_limited(retry_after_s: float, what: str) -> Problem:

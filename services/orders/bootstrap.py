@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
-from typing import Any
-
-from fastapi import FastAPI
-from grpc import aio
 
 from services.common import asgi, grpcutil, inbox, ratelimit, runtime, web
 from services.common.auth import JwksVerifier
-from services.common.runtime import Infra
 from services.orders import api, handlers, recovery
-from services.orders.admission import Admission
+from services.orders.admission import Admission, Clock
 from services.orders.clients import MembershipClient, PaymentsClient
 from services.orders.context import Context
 from services.orders.page_cache import ListingFastPath, PageCache
 from services.orders.settings import OrdersSettings
 from services.orders.shedding import CheckoutShedding
-
-
-@dataclass
-class Service:
-    infra: Infra
-    app: FastAPI
-    context: Context
-    grpc_server: aio.Server | None = None
-    grpc_port: int | None = None
-    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
 
 
 async def _close_when_stopped(channels: list[grpcutil.ServiceChannel]) -> None:
@@ -42,24 +26,28 @@ async def _close_when_stopped(channels: list[grpcutil.ServiceChannel]) -> None:
             await channel.close()
 
 
-async def start(settings: OrdersSettings) -> Service:
+async def start(
+    settings: OrdersSettings, *, payments: PaymentsClient | None = None,
+    membership: MembershipClient | None = None, clock: Clock = time.monotonic,
+) -> runtime.Service[Context]:
+    """Everything but the serving loop. Tests may pass in the outside world: clients of
+    payments and membership, and the clock of the rate limits and caches."""
     infra = await runtime.start_infra(settings, Path(__file__).parent)
-    secret = settings.internal_auth_secret.get_secret_value()
-    timeout = settings.rpc_timeout_s
-    payments_channel = grpcutil.channel(
-        settings.payments_target, service="orders", secret=secret, timeout_s=timeout)
-    membership_channel = grpcutil.channel(
-        settings.membership_target, service="orders", secret=secret, timeout_s=timeout)
+    channels: list[grpcutil.ServiceChannel] = []  # the ones opened here, closed on the way out
+    if payments is None:
+        channels.append(_channel(settings, settings.payments_target))
+        payments = PaymentsClient(channels[-1], timeout_s=settings.rpc_timeout_s)
+    if membership is None:
+        channels.append(_channel(settings, settings.membership_target))
+        membership = MembershipClient(channels[-1], timeout_s=settings.rpc_timeout_s)
     context = Context(
-        settings=settings, pool=infra.pool,
-        payments=PaymentsClient(payments_channel, timeout_s=timeout),
-        membership=MembershipClient(membership_channel, timeout_s=timeout),
+        settings=settings, pool=infra.pool, payments=payments, membership=membership,
         verifier=JwksVerifier.from_settings(settings),
         admission=Admission.build(
             burst=settings.member_checkout_burst, per_s=settings.member_checkout_per_s,
             hot_limit=settings.hot_sku_max_in_flight, sold_out_s=settings.sold_out_cache_s,
-            max_checkouts=settings.max_checkouts_in_flight),
-        listings=PageCache(settings.listing_cache_s),
+            max_checkouts=settings.max_checkouts_in_flight, clock=clock),
+        listings=PageCache(settings.listing_cache_s, clock=clock),
     )
     app = web.create_app(
         title="Orders",
@@ -77,10 +65,10 @@ async def start(settings: OrdersSettings) -> Service:
         subjects=["payments.payment.refunded"], handler=handlers.on_payment_refunded,
     ))
     tasks = [recovery.run(context), ratelimit.keep_purged(infra.pool),
-             _close_when_stopped([payments_channel, membership_channel])]
-    return Service(infra=infra, app=app, context=context, tasks=tasks)
+             _close_when_stopped(channels)]
+    return runtime.Service(infra=infra, app=app, context=context, tasks=tasks)
 
 
-async def main(settings: OrdersSettings) -> None:
-    service = await start(settings)
-    await runtime.serve(service.infra, service.app, tasks=service.tasks)
+def _channel(settings: OrdersSettings, target: str) -> grpcutil.ServiceChannel:
+    return grpcutil.channel(target, service="orders", timeout_s=settings.rpc_timeout_s,
+                            secret=settings.internal_auth_secret.get_secret_value())

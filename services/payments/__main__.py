@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from services.common import runtime
-from services.payments.bootstrap import main
+from services.payments import bootstrap
 from services.payments.settings import PaymentsSettings
 
 if __name__ == "__main__":
     settings = PaymentsSettings()  # type: ignore[call-arg]  # fields come from the environment
-    runtime.run_main(main(settings), settings)
+    runtime.run_main(bootstrap.start, settings)

@@ -2,39 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
-from grpc import aio
 from marketplace.payments.v1 import payments_pb2_grpc
 
 from services.common import auth, grpcutil, inbox, runtime, web
 from services.payments import handlers, service
 from services.payments.api import refunds, routes
 from services.payments.api.deps import ApiContext
-from services.payments.breaker import CircuitBreaker
+from services.payments.breaker import CircuitBreaker, Clock
 from services.payments.gateway import ProcessorGateway
 from services.payments.processor import CardProcessor, SimulatedProcessor
 from services.payments.rpc import ALLOWED_CALLERS, PaymentServicer
 from services.payments.settings import PaymentsSettings
 
 
-@dataclass
-class Service:
-    infra: runtime.Infra
-    app: FastAPI
-    grpc_server: aio.Server
-    grpc_port: int
-    breaker: CircuitBreaker
-    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
-
-
 def build_gateway(
-    settings: PaymentsSettings, processor: CardProcessor | None = None
+    settings: PaymentsSettings, processor: CardProcessor | None = None,
+    clock: Clock = time.monotonic,
 ) -> ProcessorGateway:
     processor = processor or SimulatedProcessor(
         latency_s=settings.processor_latency_ms / 1000,
@@ -43,15 +31,19 @@ def build_gateway(
     breaker = CircuitBreaker(
         window_s=settings.breaker_window_s, minimum_calls=settings.breaker_minimum_calls,
         failure_rate=settings.breaker_failure_rate, reset_after_s=settings.breaker_reset_s,
-        half_open_trials=settings.breaker_half_open_trials,
+        half_open_trials=settings.breaker_half_open_trials, clock=clock,
     )
     return ProcessorGateway(processor, breaker, timeout_s=settings.processor_timeout_ms / 1000)
 
 
-async def start(settings: PaymentsSettings, *, processor: CardProcessor | None = None) -> Service:
-    """Everything but the serving loop; `processor` replaces the simulated one (tests)."""
+async def start(
+    settings: PaymentsSettings, *, processor: CardProcessor | None = None,
+    clock: Clock = time.monotonic,
+) -> runtime.Service[ApiContext]:
+    """Everything but the serving loop. Tests may pass in the outside world: a card
+    `processor` in place of the simulated one, and the clock of its circuit breaker."""
     infra = await runtime.start_infra(settings, Path(__file__).parent)
-    gateway = build_gateway(settings, processor)
+    gateway = build_gateway(settings, processor, clock)
     deps = service.Deps(
         pool=infra.pool, gateway=gateway, currency=settings.currency,
         commission_bps=settings.commission_bps,
@@ -62,11 +54,12 @@ async def start(settings: PaymentsSettings, *, processor: CardProcessor | None =
         readiness=partial(_readiness, infra, gateway.breaker),
         max_in_flight=settings.max_in_flight,
     )
-    app.state.ctx = ApiContext(
+    context = ApiContext(
         pool=infra.pool, verifier=auth.JwksVerifier.from_settings(settings),
         admin_api_key=settings.admin_api_key.get_secret_value(), currency=settings.currency,
         payments=deps,
     )
+    app.state.ctx = context
     app.include_router(routes.router)
     app.include_router(refunds.router)
     infra.consumers.append(inbox.Consumer(
@@ -75,9 +68,9 @@ async def start(settings: PaymentsSettings, *, processor: CardProcessor | None =
     ))
     grpc_server = grpcutil.server(settings.internal_auth_secret.get_secret_value(), ALLOWED_CALLERS)
     payments_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(deps), grpc_server)
-    return Service(
-        infra=infra, app=app, grpc_server=grpc_server, grpc_port=settings.grpc_port,
-        breaker=gateway.breaker,
+    return runtime.Service(
+        infra=infra, app=app, context=context, grpc_server=grpc_server,
+        grpc_port=settings.grpc_port,
     )
 
 
@@ -93,9 +86,3 @@ async def _readiness(infra: runtime.Infra, breaker: CircuitBreaker) -> dict[str,
     detail["processor"] = {"ok": True, "breaker": breaker.snapshot()}
     return detail
 
-
-async def main(settings: PaymentsSettings) -> None:
-    svc = await start(settings)
-    await runtime.serve(
-        svc.infra, svc.app, grpc_server=svc.grpc_server, grpc_port=svc.grpc_port, tasks=svc.tasks
-    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -12,10 +13,20 @@ from fastapi import Depends, Header, Query, Request
 
 from services.analytics import store
 from services.analytics.domain.window import WindowError, check_granularity, report_window
+from services.analytics.live import Broadcaster
 from services.analytics.operator_queries import Granularity
 from services.analytics.settings import AnalyticsSettings
 from services.common import auth, errors
 from services.common.inputs import Text
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the routes need, handed in by the composition root."""
+
+    settings: AnalyticsSettings
+    pool: asyncpg.Pool
+    broadcaster: Broadcaster
 
 
 async def _settings(request: Request) -> AnalyticsSettings:

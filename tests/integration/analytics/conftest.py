@@ -94,7 +94,7 @@ async def analytics(
     )
     svc = await bootstrap.start(settings)
     stop = asyncio.Event()
-    task = asyncio.create_task(runtime.serve(svc.infra, svc.app, tasks=svc.tasks, stop=stop))
+    task = asyncio.create_task(runtime.serve(svc, stop=stop))
     bus = await Bus.connect(nats_url, name="analytics-test-producer")
     base_url = f"http://127.0.0.1:{settings.http_port}"
     async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as http:

@@ -19,6 +19,7 @@ from marketplace.membership.v1 import membership_pb2_grpc as pb_grpc
 from services.common import grpcutil, runtime
 from services.common.bus import Bus
 from services.membership import bootstrap
+from services.membership.api.deps import Context
 from services.membership.settings import MembershipSettings
 from tests.helpers import reset_streams
 from tests.infra import FreshDb, free_port
@@ -39,7 +40,7 @@ def write_key(path: Path) -> Ed25519PrivateKey:
 @dataclass
 class Running:
     settings: MembershipSettings
-    service: bootstrap.Service
+    service: runtime.Service[Context]
     http: httpx.AsyncClient
     channel: aio.Channel
     stub: pb_grpc.MembershipServiceStub
@@ -76,10 +77,7 @@ async def start_membership(
         settings = MembershipSettings(**(fields | overrides))
         service = await bootstrap.start(settings)
         stop = asyncio.Event()
-        task = asyncio.create_task(runtime.serve(
-            service.infra, service.app, grpc_server=service.grpc_server,
-            grpc_port=service.grpc_port, tasks=service.tasks, stop=stop,
-        ))
+        task = asyncio.create_task(runtime.serve(service, stop=stop))
         http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=10)
         channel = grpcutil.channel(f"127.0.0.1:{settings.grpc_port}", service="orders",
                                    secret=SECRET, timeout_s=10)

@@ -48,10 +48,7 @@ class Stack:
         # whole default timeout (30 s), so tests bound it (reported to the lead).
         service.infra.bus.nc.options["drain_timeout"] = 2
         stop = asyncio.Event()
-        task = asyncio.create_task(runtime.serve(
-            service.infra, service.app, grpc_server=service.grpc_server,
-            grpc_port=service.grpc_port, tasks=service.tasks, stop=stop,
-        ))
+        task = asyncio.create_task(runtime.serve(service, stop=stop))
         self._stops.append((stop, task))
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
         for _ in range(300):

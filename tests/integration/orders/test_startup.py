@@ -31,8 +31,7 @@ async def test_a_taken_http_port_is_an_error_naming_the_setting_not_an_exit(
         service = await bootstrap.start(settings)
         with pytest.raises(RuntimeError, match=f"127.0.0.1:{port}.*ORDERS_HTTP_PORT"):
             await asyncio.wait_for(
-                runtime.serve(service.infra, service.app, tasks=service.tasks,
-                              stop=asyncio.Event()), timeout=30)
+                runtime.serve(service, stop=asyncio.Event()), timeout=30)
 
 
 class _Stubborn:
@@ -61,11 +60,10 @@ async def test_a_loop_that_will_not_stop_does_not_hold_the_service_up(
     service = await bootstrap.start(settings)
     stubborn = _Stubborn()
     stop = asyncio.Event()
+    service.tasks.append(stubborn.run())
     stop.set()  # stop at once: what matters is the way out
     try:
-        await asyncio.wait_for(
-            runtime.serve(service.infra, service.app, tasks=[*service.tasks, stubborn.run()],
-                          stop=stop, stop_within_s=0.5), timeout=30)
+        await asyncio.wait_for(runtime.serve(service, stop=stop, stop_within_s=0.5), timeout=30)
 
         [late] = [r for r in caplog.records if "did not stop in time" in r.getMessage()]
         assert late.tasks == ["_Stubborn.run"]  # type: ignore[attr-defined]
@@ -89,7 +87,7 @@ async def test_a_stopping_service_drains_readyz_503_while_it_still_answers(
     service = await bootstrap.start(settings)
     stop = asyncio.Event()
     serving = asyncio.create_task(
-        runtime.serve(service.infra, service.app, tasks=service.tasks, stop=stop))
+        runtime.serve(service, stop=stop))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
             await _until_status(client, "/readyz", 200)

@@ -28,6 +28,8 @@ from services.common import auth, grpcutil, runtime
 from services.common.events import Event
 from services.common.inbox import to_event
 from services.payments import bootstrap
+from services.payments.api.deps import ApiContext
+from services.payments.breaker import CircuitBreaker
 from services.payments.processor import CardProcessor
 from services.payments.settings import PaymentsSettings
 from tests.helpers import eventually, reset_streams
@@ -86,13 +88,17 @@ class TokenIssuer:
 class Running:
     """A payments service under test and the clients that talk to it."""
 
-    svc: bootstrap.Service
+    svc: runtime.Service[ApiContext]
     settings: PaymentsSettings
     db: FreshDb
     stub: payments_pb2_grpc.PaymentServiceStub
     http: httpx.AsyncClient
     issuer: TokenIssuer
     nats_url: str
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.svc.context.payments.gateway.breaker
 
     @property
     def grpc_target(self) -> str:
@@ -125,9 +131,7 @@ async def running_payments(
     })
     svc = await bootstrap.start(settings, processor=processor)
     stop = asyncio.Event()
-    serving = asyncio.create_task(runtime.serve(
-        svc.infra, svc.app, grpc_server=svc.grpc_server, grpc_port=svc.grpc_port, stop=stop,
-    ))
+    serving = asyncio.create_task(runtime.serve(svc, stop=stop))
     channel = grpcutil.channel(
         f"127.0.0.1:{settings.grpc_port}", service="orders", secret=SECRET, timeout_s=10.0
     )

@@ -26,11 +26,11 @@ async def test_the_breaker_opens_on_timeouts_and_closes_after_a_good_trial(
         # The channel sent it three times (its retry policy); the same request failing
         # again is not news, so one failure: not yet enough to judge.
         assert "did not answer" in (err.details() or "")
-        assert payments.svc.breaker.state is BreakerState.CLOSED
+        assert payments.breaker.state is BreakerState.CLOSED
         # A second request timing out makes two of two: open (its own retry is refused).
         err = await rpc_error(payments.stub.Authorize(authorize_request(token="tok_slow")))
         assert err.code() == grpc.StatusCode.UNAVAILABLE
-        assert payments.svc.breaker.state is BreakerState.OPEN
+        assert payments.breaker.state is BreakerState.OPEN
 
         # Open: refused at once, without asking the processor.
         err = await rpc_error(payments.stub.Authorize(authorize_request(token="tok_visa")))
@@ -41,7 +41,7 @@ async def test_the_breaker_opens_on_timeouts_and_closes_after_a_good_trial(
             assert await payments.sql(f"SELECT 1 FROM {table}") == [], table
 
         async def state() -> BreakerState:
-            return payments.svc.breaker.state
+            return payments.breaker.state
 
         await eventually(state, until=lambda s: s is BreakerState.HALF_OPEN, what="half-open")
         # The caller retries with the same key (now with a card that answers): it goes through.
@@ -50,4 +50,4 @@ async def test_the_breaker_opens_on_timeouts_and_closes_after_a_good_trial(
         retry.payment_token = "tok_visa"
         paid = await payments.stub.Authorize(retry)
         assert paid.status == pb.PaymentStatus.PAYMENT_STATUS_AUTHORIZED
-        assert payments.svc.breaker.state is BreakerState.CLOSED
+        assert payments.breaker.state is BreakerState.CLOSED

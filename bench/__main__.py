@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.shapes:
         base = RESULTS / f"bench-{stamp}"
         names = shapes.parse(args.shapes)
-        shapes.run(args, names, base, header=f"Machine: {machine()}")
+        command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+        shapes.run(args, names, base, header=f"Machine: {machine()}\n\nCommand: `{command}`")
         print(f"\nresults: {base}.csv, {base}.md")
         return 0
     with ensure_stack(args.port_base, log_name="bench-up") as target:

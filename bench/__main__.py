@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--flash-s", type=int, default=10,
                    help="seconds of flash load, and of its pgbench (--flash)")
     p.add_argument("--shapes", default="",
-                   help="e.g. single,topology: the checkout steps against each shape in turn "
+                   help="of single, topology, replicas, pooler, r3, e.g. single,topology: "
+                   "the checkout steps against each shape in turn "
                    "(each started here), then pgbench and one stream leader's ceilings "
                    "(bench/shapes.py); no overload, 70 %% step or other ceilings")
     return p

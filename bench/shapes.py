@@ -24,6 +24,10 @@ from bench.stack import Target, ensure_stack
 SHAPES: dict[str, tuple[str, ...]] = {
     "single": (),
     "topology": ("--replicas", "2", "--nats-cluster", "--pooler"),
+    # One part of the topology at a time, to put a number on each.
+    "replicas": ("--replicas", "2"),
+    "pooler": ("--pooler",),
+    "r3": ("--nats-cluster",),
 }
 PUBLISHES = 2000  # per measurement of the stream leader's ceiling
 
@@ -121,21 +125,23 @@ def _step_line(m: Measured) -> list[str]:
 
 
 def side_by_side(measured: dict[str, list[Measured]]) -> str:
-    """One markdown table: each step of each shape, then topology ÷ single per rate."""
+    """One markdown table: each step of each shape, then each shape ÷ single per rate."""
     head = ["shape", "offered/s", "confirmed/s", "p50 ms", "p99 ms", "shed",
             "CPU ms/order", "of which", "statements/order", "publishes/order"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for steps in measured.values():
         lines += ["| " + " | ".join(_step_line(m)) + " |" for m in steps]
-    single, topo = measured.get("single"), measured.get("topology")
-    if single and topo:
-        for s, t in zip(single, topo, strict=False):
-            cells = ["topology ÷ single", f"{s.row.rate_offered:.0f}",
+    single = measured.get("single") or []
+    for shape, steps in measured.items():
+        if shape == "single":
+            continue
+        for s, t in zip(single, steps, strict=False):
+            cells = [f"{shape} ÷ single", f"{s.row.rate_offered:.0f}",
                      f"{ratio(t.row.confirmed_per_s, s.row.confirmed_per_s):.2f}",
                      f"{ratio(t.row.p50_ms, s.row.p50_ms):.2f}",
                      f"{ratio(t.row.p99_ms, s.row.p99_ms):.2f}", "",
                      f"{ratio(t.row.cpu_ms_per_order, s.row.cpu_ms_per_order):.2f}",
-                     f"+{t.row.cpu_ms_per_order - s.row.cpu_ms_per_order:.1f} ms", "", ""]
+                     f"{t.row.cpu_ms_per_order - s.row.cpu_ms_per_order:+.1f} ms", "", ""]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

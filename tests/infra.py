@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
@@ -148,6 +149,14 @@ class FreshDb:
     @property
     def auditor_dsn(self) -> str:
         return self.dsns[AUDITOR]
+
+    async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Run a query as the read-only auditor (sees all four schemas)."""
+        conn = await asyncpg.connect(self.auditor_dsn)
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
 
 
 async def create_fresh_db(admin_dsn: str, prefix: str = "test") -> FreshDb:

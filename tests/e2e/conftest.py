@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +119,19 @@ def e2e_nats() -> Iterator[str]:
 async def stack(
     request: pytest.FixtureRequest, pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    shape = SHAPES[request.param]
-    root = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    async with running_stack(request, request.param, pg_admin_dsn, tmp_path_factory) as s:
+        yield s
+
+
+@asynccontextmanager
+async def running_stack(
+    request: pytest.FixtureRequest, shape_name: str, pg_admin_dsn: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:  # fmt: skip
+    """A seeded stack of the shape `single` or `topology`, stopped and dropped on exit (also
+    for tests elsewhere that need the topology, e.g. tests/topology's fault test)."""
+    shape = SHAPES[shape_name]
+    root = tmp_path_factory.mktemp(f"e2e-{shape_name}")
     db = await create_fresh_db(pg_admin_dsn, "e2e")
     key_file = ensure_jwt_key(root / "jwt-ed25519.pem")
     topo = Topology(shape, _layout(shape), root)

@@ -7,13 +7,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
+import nats
 
 from services.cli.audit import run_audit
+from services.common.events import STREAMS
 from tests import factories
-from tests.faults.harness import Catalog, ServiceStack
+from tests.faults.harness import Catalog, Deployment
 from tests.helpers import eventually
+from tests.infra import FreshDb
 
 MEMBERS = 20
+SCHEMAS = ("orders", "payments", "membership", "analytics")
 BURST = 200
 
 
@@ -25,7 +29,7 @@ class BurstResult:
 
 
 async def members(
-    http: httpx.AsyncClient, stack: ServiceStack, count: int = MEMBERS
+    http: httpx.AsyncClient, stack: Deployment, count: int = MEMBERS
 ) -> list[factories.SignedIn]:
     url = stack.url("membership")
     return list(await asyncio.gather(*(factories.member(http, url) for _ in range(count))))
@@ -33,7 +37,7 @@ async def members(
 
 async def checkout_burst(
     http: httpx.AsyncClient,
-    stack: ServiceStack,
+    stack: Deployment,
     buyers: list[factories.SignedIn],
     catalog: Catalog,
     *,
@@ -66,7 +70,7 @@ async def checkout_burst(
 
 
 async def _place(
-    http: httpx.AsyncClient, stack: ServiceStack, buyer: factories.SignedIn,
+    http: httpx.AsyncClient, stack: Deployment, buyer: factories.SignedIn,
     catalog: Catalog, token: str, *, attempts: int = 10,
 ) -> httpx.Response:
     """One checkout as a storefront places it: a shed request (503 + Retry-After) is sent
@@ -81,15 +85,16 @@ async def _place(
     return answer
 
 
-async def assert_settled(stack: ServiceStack, accepted: dict[str, str]) -> None:
+async def assert_settled(stack: Deployment, accepted: dict[str, str]) -> None:
     """No order stays PENDING, and every accepted order ended CONFIRMED or CANCELLED."""
 
     async def pending() -> int:
-        rows = await stack.sql("SELECT count(*) AS n FROM orders.orders WHERE status = 'PENDING'")
+        rows = await stack.db.sql(
+            "SELECT count(*) AS n FROM orders.orders WHERE status = 'PENDING'")
         return int(rows[0]["n"])
 
     await eventually(pending, until=lambda n: n == 0, timeout_s=60, what="no PENDING order")
-    rows = await stack.sql(
+    rows = await stack.db.sql(
         "SELECT id::text AS id, status FROM orders.orders WHERE id = ANY($1::uuid[])",
         list(accepted),
     )
@@ -101,11 +106,11 @@ async def assert_settled(stack: ServiceStack, accepted: dict[str, str]) -> None:
             assert final[order_id] == answered, f"order {order_id} changed after its answer"
 
 
-async def assert_outboxes_drained(stack: ServiceStack) -> None:
+async def assert_outboxes_drained(stack: Deployment) -> None:
     async def backlog() -> int:
         total = 0
         for schema in ("orders", "payments", "membership"):
-            rows = await stack.sql(
+            rows = await stack.db.sql(
                 f"SELECT count(*) AS n FROM {schema}.outbox WHERE published_at IS NULL"
             )
             total += int(rows[0]["n"])
@@ -114,7 +119,67 @@ async def assert_outboxes_drained(stack: ServiceStack) -> None:
     await eventually(backlog, until=lambda n: n == 0, timeout_s=60, what="outboxes drained")
 
 
-async def assert_audit_clean(stack: ServiceStack) -> None:
+async def assert_audit_clean(stack: Deployment) -> None:
     results = await run_audit(stack.db.auditor_dsn, settle_s=30)
     failures = {c.name: c.violations[:5] for c in results if not c.ok}
     assert not failures, failures
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or token not in ("*", have[i]):
+            return False
+    return len(want) == len(have)
+
+
+async def consumed_subjects(nats_url: str) -> dict[str, list[str]]:
+    """Every durable consumer on the streams, with the subjects it takes (JetStream's view)."""
+    nc = await nats.connect(nats_url.split(","))
+    try:
+        js = nc.jetstream()
+        consumers = {}
+        for stream in STREAMS:
+            for info in await js.consumers_info(stream):
+                config = info.config
+                filters = config.filter_subjects or [config.filter_subject or STREAMS[stream]]
+                consumers[info.name] = list(filters)
+        return consumers
+    finally:
+        await nc.close()
+
+
+async def applied_vs_published(db: FreshDb, nats_url: str) -> dict[str, tuple[int, int, int]]:
+    """Per consumer: (events expected, events in its inbox, events that differ).
+
+    Expected: the outbox rows of every schema on the subjects the consumer takes. The inbox
+    holds one row per (consumer, event) committed with the effect, so equal sets mean each
+    event was applied, and applied once."""
+    outbox: dict[str, str] = {}
+    for schema in SCHEMAS:
+        rows = await db.sql(f"SELECT event_id::text AS id, subject FROM {schema}.outbox")
+        outbox |= {r["id"]: r["subject"] for r in rows}
+    report = {}
+    for consumer, filters in (await consumed_subjects(nats_url)).items():
+        expected = {i for i, s in outbox.items() if any(subject_matches(f, s) for f in filters)}
+        applied: set[str] = set()
+        for schema in SCHEMAS:
+            rows = await db.sql(
+                f"SELECT event_id::text AS id FROM {schema}.inbox WHERE consumer = $1", consumer)
+            applied |= {r["id"] for r in rows}
+        report[consumer] = (len(expected), len(applied), len(expected ^ applied))
+    return report
+
+
+async def assert_applied_once(
+    db: FreshDb, nats_url: str, *, timeout_s: float = 120
+) -> dict[str, tuple[int, int, int]]:
+    """Every consumer's inbox ends equal to the outbox events on its subjects (the report)."""
+    return await eventually(
+        lambda: applied_vs_published(db, nats_url),
+        until=lambda r: bool(r) and all(diff == 0 for _, _, diff in r.values()),
+        timeout_s=timeout_s, what="every published event applied once by each consumer",
+    )  # fmt: skip

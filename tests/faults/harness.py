@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -128,11 +128,7 @@ class ServiceStack:
 
     async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """Run a query as the read-only auditor (sees all four schemas)."""
-        conn = await asyncpg.connect(self.db.auditor_dsn)
-        try:
-            return list(await conn.fetch(query, *args))
-        finally:
-            await conn.close()
+        return await self.db.sql(query, *args)
 
 
 def _env(
@@ -181,6 +177,16 @@ async def service_stack(prefix: str) -> AsyncIterator[ServiceStack]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+class Deployment(Protocol):
+    """What a burst and its checks need of a running system: its database and its URLs
+    (this module's ServiceStack, or the e2e stack in either shape)."""
+
+    @property
+    def db(self) -> FreshDb: ...
+
+    def url(self, service: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class Catalog:
     """One cheap seeded SKU, topped up so that no burst runs out of stock."""
@@ -190,7 +196,7 @@ class Catalog:
     price: int
 
 
-async def make_catalog(stack: ServiceStack, *, top_up: int = 100_000) -> Catalog:
+async def make_catalog(stack: Deployment, *, top_up: int = 100_000) -> Catalog:
     """Seed the catalog, then restock one cheap SKU (as `restocked`, so the audit agrees)."""
     from seeds.seed import seed_if_empty
 

@@ -46,6 +46,10 @@ def haproxy_config(backends: Sequence[Backend], *, stats_socket: Path) -> str:
         "defaults",
         "  mode http",
         "  option http-keep-alive",
+        # The client's address in X-Forwarded-For: the services' per-client limits (sign-in
+        # attempts) would otherwise count every shopper as the balancer's one address.
+        # uvicorn believes the header from 127.0.0.1 only (its forwarded_allow_ips).
+        "  option forwardfor",
         # A connection refused by a dying replica is retried, once, on another one. Only
         # connection failures are retried: a request a replica received is never re-sent.
         "  option redispatch 1",

@@ -30,7 +30,8 @@ class Replica:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 ok = self.path != "/readyz" or replica.ready
-                body = replica.name.encode()
+                answer = self.headers.get("x-forwarded-for") if self.path == "/client" else None
+                body = (answer or replica.name).encode()
                 self.send_response(200 if ok else 503)
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
@@ -92,3 +93,20 @@ def test_spreads_requests_and_drains_a_replica_that_stops(
     finally:
         balancer.stop()
     assert balancer.proc.poll() is not None
+
+
+def test_the_replicas_see_the_shoppers_address_not_the_balancers(
+    replicas: list[Replica], tmp_path: Path
+) -> None:
+    """Per-client limits (sign-in attempts) need each shopper's own address behind HAProxy."""
+    port = free_port()
+    balancer = start_balancer(
+        [Backend("membership", port, [r.port for r in replicas])], tmp_path / "lb")
+    try:
+        _until(lambda: set(replica_states(tmp_path / "lb").values()) == {"UP"}, "both UP")
+        for shopper in ("127.0.0.2", "127.0.0.3"):
+            transport = httpx.HTTPTransport(local_address=shopper)
+            with httpx.Client(transport=transport, timeout=5) as client:
+                assert client.get(f"http://127.0.0.1:{port}/client").text == shopper
+    finally:
+        balancer.stop()

@@ -58,17 +58,15 @@ async def _refresh_gauges(infra: runtime.Infra) -> None:
         await asyncio.sleep(1)
 
 
-def create_app(settings: AnalyticsSettings, infra: runtime.Infra, context: Context) -> FastAPI:
+def create_app(infra: runtime.Infra, context: Context) -> FastAPI:
     app = web.create_app(
         title="Marketplace analytics",
         description="Live GMV, operator views, brand insights and the live dashboard, "
                     "projected from events.",
         readiness=_readiness(infra),
-        max_in_flight=settings.max_in_flight,
+        max_in_flight=context.settings.max_in_flight,
+        context=context,
     )
-    app.state.settings = context.settings
-    app.state.pool = context.pool
-    app.state.broadcaster = context.broadcaster
     for module in (reports, views, insights, dashboard):
         app.include_router(module.router)
     return app
@@ -84,6 +82,6 @@ async def start(settings: AnalyticsSettings) -> runtime.Service[Context]:
             linger_s=settings.consumer_linger_ms / 1000,
         ))
     context = Context(settings=settings, pool=infra.pool, broadcaster=Broadcaster(infra.pool))
-    return runtime.Service(infra=infra, app=create_app(settings, infra, context),
+    return runtime.Service(infra=infra, app=create_app(infra, context),
                            context=context, tasks=[_refresh_gauges(infra)])
 

@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import errors, metrics, telemetry
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+ContextT = TypeVar("ContextT")
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -178,14 +180,20 @@ def create_app(
     version: str = "1.0.0",
     readiness: ReadinessCheck,
     max_in_flight: int,
+    context: object,
     description: str = "",
     lifespan: Any = None,
 ) -> FastAPI:
-    """A FastAPI app with /healthz, /readyz, /metrics, problem+json and overload protection."""
+    """A FastAPI app with /healthz, /readyz, /metrics, problem+json and overload protection.
+
+    `context` is what the service's routes need (pool, clients, keys); they get it through
+    `context_of`, so every service keeps it in the one place, `app.state.ctx`.
+    """
     app = FastAPI(
         title=title, version=version, description=description,
         lifespan=lifespan,
     )
+    app.state.ctx = context
     errors.install(app)
     errors.document_problems(app)
 
@@ -206,3 +214,18 @@ def create_app(
     telemetry.instrument_app(app)
     app.add_middleware(ServiceMiddleware, max_in_flight=max_in_flight)
     return app
+
+
+def context_of(kind: type[ContextT]) -> Callable[[HTTPConnection], Awaitable[ContextT]]:
+    """The dependency that hands a route (HTTP or WebSocket) the service's context, typed as
+    `kind`: `Ctx = Annotated[Context, Depends(web.context_of(Context))]`.
+
+    Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a hop every
+    request would pay for a lookup.
+    """
+
+    async def context(connection: HTTPConnection) -> ContextT:
+        ctx: ContextT = connection.app.state.ctx
+        return ctx
+
+    return context

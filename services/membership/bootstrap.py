@@ -54,8 +54,8 @@ async def start(
         description="Members, tokens, tiers and points.",
         readiness=infra.readiness,
         max_in_flight=settings.max_in_flight,
+        context=context,
     )
-    app.state.membership = context
     app.include_router(router)
     server = grpcutil.server(settings.internal_auth_secret.get_secret_value(),
                              rpc.ALLOWED_CALLERS)

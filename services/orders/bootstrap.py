@@ -54,8 +54,8 @@ async def start(
         description="Catalog, checkout (saga over payments and membership) and order history.",
         readiness=infra.readiness,
         max_in_flight=settings.max_in_flight,
+        context=context,
     )
-    app.state.ctx = context
     app.include_router(api.router())
     asgi.wrap_outermost(app, lambda stack: ListingFastPath(
         stack, context.listings, paths=("/v1/products", "/v1/categories")))

@@ -48,18 +48,18 @@ async def start(
         pool=infra.pool, gateway=gateway, currency=settings.currency,
         commission_bps=settings.commission_bps,
     )
-    app = web.create_app(
-        title="Marketplace payments",
-        description="Payment look-ups for members and admins; merchant balances.",
-        readiness=partial(_readiness, infra, gateway.breaker),
-        max_in_flight=settings.max_in_flight,
-    )
     context = ApiContext(
         pool=infra.pool, verifier=auth.JwksVerifier.from_settings(settings),
         admin_api_key=settings.admin_api_key.get_secret_value(), currency=settings.currency,
         payments=deps,
     )
-    app.state.ctx = context
+    app = web.create_app(
+        title="Marketplace payments",
+        description="Payment look-ups for members and admins; merchant balances.",
+        readiness=partial(_readiness, infra, gateway.breaker),
+        max_in_flight=settings.max_in_flight,
+        context=context,
+    )
     app.include_router(routes.router)
     app.include_router(refunds.router)
     infra.consumers.append(inbox.Consumer(

@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
-from services.analytics.api.deps import Settings
+from services.analytics.api.deps import Ctx
 from services.analytics.live import Broadcaster
 from services.common import auth, errors
 from services.common.inputs import Text
@@ -64,15 +64,14 @@ async def _frames(request: Request, broadcaster: Broadcaster) -> AsyncIterator[s
 
 @router.get("/v1/analytics/stream")
 async def stream(
-    request: Request, settings: Settings,
+    request: Request, ctx: Ctx,
     key: Annotated[Text | None, Query(description="the admin key (EventSource sends no headers)")]
     = None,
     x_admin_key: Annotated[Text | None, Header(alias="X-Admin-Key")] = None,
 ) -> StreamingResponse:
     """`text/event-stream` of the dashboard's figures (event `snapshot`), once a second."""
-    auth.check_admin_key(x_admin_key or key, settings.admin_api_key.get_secret_value())
-    broadcaster: Broadcaster = request.app.state.broadcaster
+    auth.check_admin_key(x_admin_key or key, ctx.settings.admin_api_key.get_secret_value())
     return StreamingResponse(
-        _frames(request, broadcaster), media_type="text/event-stream",
+        _frames(request, ctx.broadcaster), media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query
 
 from services.analytics import store
 from services.analytics.domain.window import WindowError, check_granularity, report_window
@@ -18,6 +18,7 @@ from services.analytics.operator_queries import Granularity
 from services.analytics.settings import AnalyticsSettings
 from services.common import auth, errors
 from services.common.inputs import Text
+from services.common.web import context_of
 
 
 @dataclass(frozen=True)
@@ -29,22 +30,18 @@ class Context:
     broadcaster: Broadcaster
 
 
-async def _settings(request: Request) -> AnalyticsSettings:
-    settings: AnalyticsSettings = request.app.state.settings
-    return settings
+Ctx = Annotated[Context, Depends(context_of(Context))]
 
 
-async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    pool: asyncpg.Pool = request.app.state.pool
-    async with pool.acquire() as conn:
+async def _connection(ctx: Ctx) -> AsyncIterator[asyncpg.Connection]:
+    async with ctx.pool.acquire() as conn:
         yield conn
 
 
 async def _require_admin(
-    settings: Annotated[AnalyticsSettings, Depends(_settings)],
-    x_admin_key: Annotated[Text | None, Header(alias="X-Admin-Key")] = None,
+    ctx: Ctx, x_admin_key: Annotated[Text | None, Header(alias="X-Admin-Key")] = None
 ) -> None:
-    auth.check_admin_key(x_admin_key, settings.admin_api_key.get_secret_value())
+    auth.check_admin_key(x_admin_key, ctx.settings.admin_api_key.get_secret_value())
 
 
 async def _window(
@@ -84,7 +81,6 @@ async def _merchant(
 
 
 Connection = Annotated[asyncpg.Connection, Depends(_connection)]
-Settings = Annotated[AnalyticsSettings, Depends(_settings)]
 Admin = Depends(_require_admin)
 Window = Annotated[tuple[datetime, datetime], Depends(_window)]
 SeriesWindow = Annotated[tuple[datetime, datetime, Granularity], Depends(_series_window)]

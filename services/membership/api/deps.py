@@ -1,4 +1,4 @@
-"""What the routes need, handed in by the composition root through `app.state`."""
+"""What the routes need, handed in by the composition root (`web.create_app(context=)`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 from services.common import auth
 from services.common.inputs import Text
 from services.common.ratelimit import SharedLimit
+from services.common.web import context_of
 from services.membership.keys import LocalVerifier
 from services.membership.passwords import Passwords
 from services.membership.sessions import TokenIssuer
@@ -26,12 +27,7 @@ class Context:
     logins_per_client: SharedLimit
 
 
-async def get_context(request: Request) -> Context:
-    context: Context = request.app.state.membership
-    return context
-
-
-Ctx = Annotated[Context, Depends(get_context)]
+Ctx = Annotated[Context, Depends(context_of(Context))]
 
 
 async def current_member(

@@ -7,20 +7,15 @@ import binascii
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header
 
 from services.common.auth import Member
 from services.common.errors import validation_error
 from services.common.inputs import Text
+from services.common.web import context_of
 from services.orders.context import Context
 
-
-async def get_context(request: Request) -> Context:
-    ctx: Context = request.app.state.ctx
-    return ctx
-
-
-Ctx = Annotated[Context, Depends(get_context)]
+Ctx = Annotated[Context, Depends(context_of(Context))]
 
 
 async def current_member(

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header
 
 from services.common import auth, errors
 from services.common.inputs import Text
+from services.common.web import context_of
 from services.payments import merchants, service
 
 # Keys are ~50 characters; anything much longer is not one (and is not worth hashing).
@@ -20,13 +21,16 @@ MAX_API_KEY_LENGTH = 256
 
 @dataclass(frozen=True, slots=True)
 class ApiContext:
-    """What the routes need, set on `app.state.ctx` by the composition root."""
+    """What the routes need, handed in by the composition root (`web.create_app(context=)`)."""
 
     pool: asyncpg.Pool
     verifier: auth.JwksVerifier
     admin_api_key: str
     currency: str
     payments: service.Deps
+
+
+_ctx = context_of(ApiContext)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +41,6 @@ class MerchantCaller:
 
     def may_read(self, merchant_id: uuid.UUID) -> bool:
         return self.merchant_id is None or self.merchant_id == merchant_id
-
-
-async def _ctx(request: Request) -> ApiContext:
-    ctx: ApiContext = request.app.state.ctx
-    return ctx
 
 
 async def _connection(

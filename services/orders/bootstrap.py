@@ -8,7 +8,7 @@ from pathlib import Path
 
 from services.common import asgi, grpcutil, inbox, ratelimit, runtime, web
 from services.common.auth import JwksVerifier
-from services.orders import api, handlers, recovery
+from services.orders import api, handlers, pipeline, recovery
 from services.orders.admission import Admission, Clock
 from services.orders.clients import MembershipClient, PaymentsClient
 from services.orders.context import Context
@@ -40,14 +40,15 @@ async def start(
     if membership is None:
         channels.append(_channel(settings, settings.membership_target))
         membership = MembershipClient(channels[-1], timeout_s=settings.rpc_timeout_s)
+    admission = Admission.build(
+        burst=settings.member_checkout_burst, per_s=settings.member_checkout_per_s,
+        hot_limit=settings.hot_sku_max_in_flight, sold_out_s=settings.sold_out_cache_s,
+        max_checkouts=settings.max_checkouts_in_flight, clock=clock)
     context = Context(
         settings=settings, pool=infra.pool, payments=payments, membership=membership,
-        verifier=JwksVerifier.from_settings(settings),
-        admission=Admission.build(
-            burst=settings.member_checkout_burst, per_s=settings.member_checkout_per_s,
-            hot_limit=settings.hot_sku_max_in_flight, sold_out_s=settings.sold_out_cache_s,
-            max_checkouts=settings.max_checkouts_in_flight, clock=clock),
+        verifier=JwksVerifier.from_settings(settings), admission=admission,
         listings=PageCache(settings.listing_cache_s, clock=clock),
+        pipeline=pipeline.build(settings, infra.pool, payments, admission),
     )
     app = web.create_app(
         title="Orders",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,7 +15,7 @@ from marketplace.payments.v1 import payments_pb2, payments_pb2_grpc
 from marketplace.payments.v1.payments_pb2 import Payment
 
 from services.common.grpcutil import ServiceChannel
-from services.orders.store.orders import Order
+from services.orders.domain.order import Order
 
 T = TypeVar("T")
 
@@ -60,6 +60,28 @@ def _capture_key(order_id: uuid.UUID) -> str:
     return f"capture:{order_id}"
 
 
+def _sale(order: Order) -> payments_pb2.AuthorizeRequest:
+    return payments_pb2.AuthorizeRequest(
+        idempotency_key=f"auth:{order.id}", order_id=str(order.id),
+        member_id=str(order.member_id), merchant_id=str(order.lines[0].merchant_id),
+        amount=money_pb2.Money(amount=order.total, currency=order.currency),
+        payment_token=order.payment_token, capture_idempotency_key=_capture_key(order.id),
+    )
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _refusal(refusal: payments_pb2.Refusal) -> Exception:
+    """An item's refusal as the exception its own call would have raised."""
+    code = _CODES.get(refusal.code, grpc.StatusCode.UNKNOWN)
+    if code in _TRANSIENT:
+        return Unavailable(f"{code.name}: {refusal.message}")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(code, refusal.message)
+    return Rejected(code, refusal.message)
+
+
 class PaymentsClient:
     """PaymentService; every state change is keyed by the order id, so retries are safe."""
 
@@ -67,16 +89,15 @@ class PaymentsClient:
         self.stub = payments_pb2_grpc.PaymentServiceStub(channel)
         self.timeout_s = timeout_s
 
-    async def authorize(self, order: Order) -> Payment:
-        """Authorize and capture in one call (a sale): CAPTURED, or AUTHORIZED when the
-        processor took the hold but not yet the money (capture() with the same key then)."""
-        request = payments_pb2.AuthorizeRequest(
-            idempotency_key=f"auth:{order.id}", order_id=str(order.id),
-            member_id=str(order.member_id), merchant_id=str(order.lines[0].merchant_id),
-            amount=money_pb2.Money(amount=order.total, currency=order.currency),
-            payment_token=order.payment_token, capture_idempotency_key=_capture_key(order.id),
-        )
-        return await _call(self.stub.Authorize, request, self.timeout_s)
+    async def authorize_batch(self, orders: Sequence[Order]) -> list[Payment | Exception]:
+        """Authorize and capture each order's payment (a sale), all in one call: per order
+        its Payment (CAPTURED, or AUTHORIZED when the processor took the hold but not yet
+        the money: capture() with the same key then), or its refusal as Rejected or
+        Unavailable. Raises Unavailable when the call as a whole got no answer."""
+        request = payments_pb2.AuthorizeBatchRequest(requests=[_sale(o) for o in orders])
+        reply = await _call(self.stub.AuthorizeBatch, request, self.timeout_s)
+        return [r.payment if r.HasField("payment") else _refusal(r.refusal)
+                for r in reply.results]
 
     async def capture(self, *, order_id: uuid.UUID, payment_id: str) -> Payment:
         request = payments_pb2.CaptureRequest(

@@ -10,6 +10,7 @@ from services.common.auth import JwksVerifier
 from services.orders.admission import Admission
 from services.orders.clients import MembershipClient, PaymentsClient
 from services.orders.page_cache import PageCache
+from services.orders.pipeline import Pipeline
 from services.orders.settings import OrdersSettings
 
 
@@ -22,3 +23,4 @@ class Context:
     verifier: JwksVerifier
     admission: Admission
     listings: PageCache
+    pipeline: Pipeline  # checkout's batched writes: place, pay, settle

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from marketplace.common.v1.money_pb2 import Money
 from marketplace.events.v1 import events_pb2 as ev
 
-from services.orders.store.orders import Order
+from services.orders.domain.order import Order
 
 
 def _ts(at: datetime | None = None) -> Timestamp:

@@ -16,17 +16,17 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import orjson
 
-from services.common import outbox, ratelimit
+from services.common import outbox
 from services.common.auth import Member
 from services.common.errors import Problem, unauthorized, validation_error
 from services.orders import faults, messages, settle, views
 from services.orders.clients import MemberInfo, NotFound, Rejected, Unavailable
 from services.orders.context import Context
-from services.orders.domain.order import OrderStatus
+from services.orders.domain.order import Line, Order, OrderStatus
 from services.orders.domain.pricing import PricedLine, PricingError, price_order
-from services.orders.store import carts, catalog, idempotency
-from services.orders.store import orders as store
-from services.orders.store.orders import Line, Order, OutOfStock, StaleHotness
+from services.orders.store import carts, catalog, idempotency, placing
+from services.orders.store.placing import Outcome
+from services.orders.store.stock import StaleHotness
 from services.orders.views import Reply
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,10 @@ async def place_order(
                                idempotency_key=idempotency_key)
 
 
+class _RateSpent(Exception):
+    """The member's checkout rate refused the placing: nothing was written."""
+
+
 class _KeyHeld(Exception):
     """The idempotency key already has a record: answer from it, create nothing."""
 
@@ -98,9 +102,7 @@ async def _checkout(
             # answer. Nothing was written under the key, so nothing needs undoing.
             return await _earlier_answer(ctx, member, idempotency_key, request_hash,
                                          refusal=refusal)
-        except asyncpg.CheckViolationError as exc:
-            if not ratelimit.is_refusal(exc):
-                raise
+        except _RateSpent:
             # The member's checkout rate, counted for the cluster, refused the placing.
             limited = await ctx.admission.member_refused(ctx.pool, member.id)
             return await _earlier_answer(ctx, member, idempotency_key, request_hash,
@@ -189,94 +191,76 @@ async def _open(
 ) -> Order:
     """Steps 1 and 2: price the order, then claim the idempotency key (and for a cart
     order the cart lines it was priced from), reserve the stock and commit the order
-    PENDING with `orders.order.placed`, all or nothing: as one statement when no SKU of it
-    is known to be bucketed, else as one transaction.
+    PENDING with `orders.order.placed`, all or nothing: in the placing statement of the
+    batch of checkouts in flight, or, when a SKU of it is bucketed, in a transaction that
+    takes the units from the buckets first and then runs the same statement.
 
-    Claiming inside that statement or transaction costs no commit of its own: a concurrent
-    request with the same key waits on the key's row until this one commits (then it finds
-    the order, 409 in flight) or rolls back (then it proceeds as if first).
+    Claiming inside that statement costs no commit of its own: a concurrent request with
+    the same key waits on the key's row until this one commits (then it finds the order,
+    409 in flight) or rolls back (then it proceeds as if first).
     """
     order = await _price(ctx, member=member, request=request, key=key, skus=skus)
     now = datetime.now(UTC)
-    retry_at = now + timedelta(seconds=ctx.settings.recovery_grace_s)
+    item = placing.Placing(
+        order=order, request_hash=request_hash,
+        retry_at=now + timedelta(seconds=ctx.settings.recovery_grace_s),
+        event=outbox.pending(source=settle.SOURCE, subject="orders.order.placed",
+                             aggregate_id=str(order.id), message=messages.placed(order)))
     hot: frozenset[uuid.UUID] | None = frozenset(
         line.sku_id for line in order.lines if ctx.admission.hot.get(line.sku_id))
-    if not hot and await _placed_at_once(ctx, order, request_hash=request_hash,
-                                         retry_at=retry_at):
-        return order
+    for _ in range(_PLACING_ROUNDS):
+        if hot is None or hot:  # bucketed (or not known: the transaction looks it up)
+            placed = await _placed_reserved(ctx, item, hot=hot)
+        else:
+            placed = await ctx.pipeline.place(item)
+        if placed.outcome == Outcome.STALE:  # bucketed since it was remembered (elsewhere)
+            ctx.admission.hot.forget(line.sku_id for line in order.lines)
+            hot = None
+        elif placed.outcome != Outcome.RETRY and await _placed_or_refused(ctx, order, placed):
+            return order
+    raise _out_of_stock(order.lines[0].sku_id)  # outrun round after round
+
+
+# A checkout outrun by its batch neighbours (or by a key purged under it) is placed again.
+_PLACING_ROUNDS = 5
+
+
+async def _placed_reserved(
+    ctx: Context, item: placing.Placing, *, hot: frozenset[uuid.UUID] | None
+) -> placing.Placed:
     for attempt in (1, 2):
         try:
-            await _placed_in_transaction(ctx, order, request_hash=request_hash,
-                                         retry_at=retry_at, hot=hot)
-            return order
+            return await ctx.pipeline.places.place_reserved(item, hot=hot)
         except StaleHotness:
             if attempt == 2:
                 raise
             # A SKU was (un)bucketed since it was remembered (by another replica): look it
             # up now, and let the next checkout read it afresh too.
             hot = None
-            ctx.admission.hot.forget(line.sku_id for line in order.lines)
+            ctx.admission.hot.forget(line.sku_id for line in item.order.lines)
     raise AssertionError("unreachable")
 
 
-async def _placed_in_transaction(
-    ctx: Context, order: Order, *, request_hash: str, retry_at: datetime,
-    hot: frozenset[uuid.UUID] | None,
-) -> None:
-    """Step 2 as a transaction, in the placing statement's lock order: key, cart, stock."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        held = await idempotency.claim(
-            conn, member_id=order.member_id, key=order.idempotency_key,
-            request_hash=request_hash, order_id=order.id,
-            claim_timeout_s=ctx.settings.idempotency_claim_timeout_s)
-        if held is not None:
-            raise _KeyHeld(held)
-        if order.from_cart and not await carts.claim(
-                conn, order.member_id, order.id, [(x.sku_id, x.quantity) for x in order.lines]):
-            raise _cart_in_checkout()
-        await _reserve(ctx, conn, order, hot=hot)
-        await ctx.admission.members.spend(conn, str(order.member_id))
-        await store.insert_order(conn, order, retry_at=retry_at)
-        await outbox.add_event(conn, source=settle.SOURCE, subject="orders.order.placed",
-                               aggregate_id=str(order.id), message=messages.placed(order))
-
-
-async def _placed_at_once(
-    ctx: Context, order: Order, *, request_hash: str, retry_at: datetime
-) -> bool:
-    """Most checkouts (no SKU bucketed, enough units, a fresh key): step 2 as one statement.
-
-    Raises _KeyHeld as the transaction would. False when it could not take the stock as
-    remembered (it wrote nothing): then the transaction path decides, precisely.
-    """
+async def _placed_or_refused(ctx: Context, order: Order, placed: placing.Placed) -> bool:
+    """True when placed; else raise what the checkout answers (False: place it again)."""
+    if placed.outcome == Outcome.PLACED:
+        return True
+    if placed.outcome == Outcome.RATE:
+        raise _RateSpent
+    if placed.outcome == Outcome.CART:
+        raise _cart_in_checkout()
+    if placed.outcome == Outcome.SHORT:
+        sku = placed.short_sku or order.lines[0].sku_id
+        if ctx.admission.hot.get(sku):  # the crowd of a flash sale: hold it off
+            ctx.admission.sold_out(sku, placed.short_stock)
+        wanted = next((x.quantity for x in order.lines if x.sku_id == sku), None)
+        raise _out_of_stock(sku, wanted)
     async with ctx.pool.acquire() as conn:
-        try:
-            if await store.place(
-                conn, order, retry_at=retry_at, request_hash=request_hash,
-                claim_timeout_s=ctx.settings.idempotency_claim_timeout_s,
-                rate=ctx.admission.members.params(),
-                event=outbox.pending(source=settle.SOURCE, subject="orders.order.placed",
-                                     aggregate_id=str(order.id),
-                                     message=messages.placed(order))):
-                return True
-        except store.NotPlaced:
-            return False
         held = await idempotency.lookup(conn, member_id=order.member_id,
                                         key=order.idempotency_key, live_only=False)
     if held is None:  # the holder's claim expired and was purged just now: start over
         return False
     raise _KeyHeld(held)
-
-
-async def _reserve(
-    ctx: Context, conn: asyncpg.Connection, order: Order, *, hot: frozenset[uuid.UUID] | None
-) -> None:
-    try:
-        await store.reserve_stock(conn, order.lines, hot=hot)
-    except OutOfStock as exc:
-        if ctx.admission.hot.get(exc.sku_id):  # the crowd of a flash sale: hold it off
-            ctx.admission.sold_out(exc.sku_id, exc.available)
-        raise _out_of_stock(exc.sku_id, exc.quantity) from exc
 
 
 async def _price(

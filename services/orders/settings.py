@@ -55,6 +55,13 @@ class OrdersSettings(JwksClientSettings):
     # Per-member checkout rate: a token bucket of `burst` refilled at `per_s` a second.
     member_checkout_burst: int = Field(default=60, ge=1)
     member_checkout_per_s: float = Field(default=10.0, gt=0)
+    # Group commit (ARCHITECTURE.md, Checkout): checkouts in flight together are placed,
+    # paid and settled in batches of at most `checkout_batch_max`, each step with at most
+    # `checkout_batches_in_flight` batches at once. A batch waits `checkout_batch_window_ms`
+    # for company only while other checkouts are in flight in this process (0: never).
+    checkout_batch_max: int = Field(default=32, ge=1, le=256)
+    checkout_batch_window_ms: float = Field(default=1.0, ge=0, le=50)
+    checkout_batches_in_flight: int = Field(default=2, ge=1, le=16)
     # Test-only fault injection: SIGKILL this process at that saga step of a checkout request.
     fault_crash_at: Literal[
         "after_reserve", "after_authorize", "after_capture", "after_confirm"] | None = None

@@ -19,24 +19,13 @@ from services.common import outbox
 from services.orders import faults, messages, views
 from services.orders.clients import NotFound, Payment, Rejected, Unavailable
 from services.orders.context import Context
-from services.orders.domain.order import OrderEvent, OrderStatus, transition
-from services.orders.store import carts, idempotency
+from services.orders.domain.order import CancelReason, Order, OrderEvent, OrderStatus, transition
 from services.orders.store import orders as store
-from services.orders.store.orders import Order
+from services.orders.store.settling import Settled, Settling
 
 log = logging.getLogger(__name__)
 
 SOURCE = "orders"
-PAYMENT_DECLINED = "payment_declined"
-PAYMENT_TIMEOUT = "payment_timeout"
-PAYMENT_REFUNDED = "payment_refunded"
-POINTS_UNAVAILABLE = "points_unavailable"
-CANCELLED_BY_MEMBER = "cancelled_by_member"
-
-_CANCEL_EVENTS = {
-    PAYMENT_TIMEOUT: OrderEvent.PAYMENT_DEADLINE_PASSED,
-    CANCELLED_BY_MEMBER: OrderEvent.CANCELLED_BY_MEMBER,
-}
 # A definite "no" to an authorization: the card or the request was refused.
 _DECLINING_CODES = frozenset(
     {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION})
@@ -58,13 +47,13 @@ async def drive(ctx: Context, order: Order, *, ask_first: bool) -> Order:
             except Rejected as exc:
                 log.info("points not reserved",
                          extra={"order_id": str(order.id), "error": str(exc)})
-                return await cancel(ctx, order, reason=POINTS_UNAVAILABLE)
+                return await cancel(ctx, order, reason=CancelReason.POINTS_UNAVAILABLE)
         try:
-            payment = await ctx.payments.authorize(order)
+            payment = await ctx.pipeline.pay(order)
         except Rejected as exc:
             if exc.code not in _DECLINING_CODES:
                 raise Unavailable(str(exc)) from exc
-            return await cancel(ctx, order, reason=PAYMENT_DECLINED)
+            return await cancel(ctx, order, reason=CancelReason.PAYMENT_DECLINED)
         await faults.point(ctx.settings, "after_authorize")
     return await _follow(ctx, order, payment)
 
@@ -84,21 +73,21 @@ async def _follow(ctx: Context, order: Order, payment: Payment) -> Order:
     if status in (PS.PAYMENT_STATUS_CAPTURED, PS.PAYMENT_STATUS_PARTIALLY_REFUNDED):
         return await confirm(ctx, order, payment)
     if status == PS.PAYMENT_STATUS_FAILED:
-        return await cancel(ctx, order, reason=PAYMENT_DECLINED, payment_id=payment.id)
+        return await cancel(ctx, order, reason=CancelReason.PAYMENT_DECLINED, payment_id=payment.id)
     if status == PS.PAYMENT_STATUS_VOIDED:
-        return await cancel(ctx, order, reason=PAYMENT_TIMEOUT, payment_id=payment.id)
+        return await cancel(ctx, order, reason=CancelReason.PAYMENT_TIMEOUT, payment_id=payment.id)
     if status == PS.PAYMENT_STATUS_REFUNDED:
-        return await cancel(ctx, order, reason=PAYMENT_REFUNDED, payment_id=payment.id)
+        return await cancel(ctx, order, reason=CancelReason.PAYMENT_REFUNDED, payment_id=payment.id)
     raise Unavailable(f"payment {payment.id} has an unexpected status {status}")
 
 
 async def _expire(ctx: Context, order: Order, payment: Payment | None) -> Order:
     """Past the payment deadline: void what was only authorized, keep what was captured."""
     if payment is None:
-        return await cancel(ctx, order, reason=PAYMENT_TIMEOUT)
+        return await cancel(ctx, order, reason=CancelReason.PAYMENT_TIMEOUT)
     if payment.status == PS.PAYMENT_STATUS_AUTHORIZED:
         payment = await ctx.payments.void(order_id=order.id, payment_id=payment.id)
-        return await cancel(ctx, order, reason=PAYMENT_TIMEOUT, payment_id=payment.id)
+        return await cancel(ctx, order, reason=CancelReason.PAYMENT_TIMEOUT, payment_id=payment.id)
     return await _follow(ctx, order, payment)
 
 
@@ -110,7 +99,8 @@ async def _load(ctx: Context, order_id: uuid.UUID) -> Order:
 
 
 async def confirm(ctx: Context, order: Order, payment: Payment) -> Order:
-    """PENDING → CONFIRMED with the event and the stored checkout answer, then commit points.
+    """PENDING → CONFIRMED with the event and the stored checkout answer (batched with the
+    other checkouts settling now), then commit points.
 
     A payment partly refunded before the order was confirmed (an admin refund while the
     order waited for recovery) is confirmed with that refund, announced as one.
@@ -119,43 +109,22 @@ async def confirm(ctx: Context, order: Order, payment: Payment) -> Order:
     refunded = min(max(payment.refunded, 0), order.total)
     done = dataclasses.replace(order, status=str(status), payment_id=uuid.UUID(payment.id),
                                points_pending=order.points_redeemed > 0, refunded=refunded)
+    events = [outbox.pending(source=SOURCE, subject="orders.order.confirmed",
+                             aggregate_id=str(order.id), message=messages.confirmed(done))]
     if refunded:
-        changed = await _confirm_refunded(ctx, order, done)
-    else:  # the checkout's path: one statement
-        reply = views.checkout_reply(done)
-        assert done.payment_id is not None
-        async with ctx.pool.acquire() as conn:
-            changed = await store.confirm_paid(
-                conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
-                points_pending=done.points_pending, reply_status=reply.status,
-                reply_body=reply.body, event=outbox.pending(
-                    source=SOURCE, subject="orders.order.confirmed", aggregate_id=str(order.id),
-                    message=messages.confirmed(done)))
-    if not changed:
+        events.append(outbox.pending(
+            source=SOURCE, subject="orders.order.refunded", aggregate_id=str(order.id),
+            message=messages.refunded(done, amount=refunded, refunded_total=refunded)))
+    if await ctx.pipeline.settle(_settling(done, events)) != Settled.DONE:
         return await _captured_too_late(ctx, order.id, payment)
     await settle_points(ctx, done)
     return done
 
 
-async def _confirm_refunded(ctx: Context, order: Order, done: Order) -> bool:
-    """Confirm an order whose payment was partly refunded meanwhile, with that refund."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        changed = await store.change_status(
-            conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
-            points_pending=done.points_pending, refunded=done.refunded)
-        if changed:
-            if order.from_cart:  # cart lines before SKUs: the lock order of placing
-                await carts.remove_claimed(conn, order.member_id, order.id)
-            await store.sell_held(conn, order.lines)
-            await outbox.add_event(conn, source=SOURCE, subject="orders.order.confirmed",
-                                   aggregate_id=str(order.id), message=messages.confirmed(done))
-            await outbox.add_event(
-                conn, source=SOURCE, subject="orders.order.refunded",
-                aggregate_id=str(order.id),
-                message=messages.refunded(done, amount=done.refunded,
-                                          refunded_total=done.refunded))
-            await _complete_key(conn, done)
-    return changed
+def _settling(done: Order, events: list[outbox.Pending]) -> Settling:
+    reply = views.checkout_reply(done)
+    return Settling(order=done, reply_status=reply.status, reply_body=reply.body,
+                    events=tuple(events))
 
 
 async def _captured_too_late(ctx: Context, order_id: uuid.UUID, payment: Payment) -> Order:
@@ -170,36 +139,25 @@ async def _captured_too_late(ctx: Context, order_id: uuid.UUID, payment: Payment
 
 
 async def cancel(
-    ctx: Context, order: Order, *, reason: str, payment_id: str | None = None
+    ctx: Context, order: Order, *, reason: CancelReason, payment_id: str | None = None
 ) -> Order:
     """PENDING → CANCELLED: cart lines and stock back, event, stored checkout answer; then
     release points. The cart lines come back so that the member can pay another way."""
-    event = _CANCEL_EVENTS.get(reason, OrderEvent.PAYMENT_DECLINED)
-    status = transition(OrderStatus(order.status), event)
+    status = transition(OrderStatus(order.status), reason.event)
     done = dataclasses.replace(
         order, status=str(status), cancel_reason=reason,
         payment_id=uuid.UUID(payment_id) if payment_id else order.payment_id,
         points_pending=order.points_redeemed > 0)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        changed = await store.change_status(
-            conn, order.id, was=order.status, now=done.status, payment_id=done.payment_id,
-            cancel_reason=reason, points_pending=done.points_pending)
-        if changed:
-            if order.from_cart:
-                await carts.release_claimed(conn, order.member_id, order.id)
-            await store.release_held(conn, order.lines)
-            await outbox.add_event(conn, source=SOURCE, subject="orders.order.cancelled",
-                                   aggregate_id=str(order.id), message=messages.cancelled(done))
-            await _complete_key(conn, done)
-    if not changed:
+    item = _settling(done, [outbox.pending(
+        source=SOURCE, subject="orders.order.cancelled", aggregate_id=str(order.id),
+        message=messages.cancelled(done))])
+    settled = await ctx.pipeline.settle(item)
+    if settled == Settled.BUCKETS:  # units of a bucketed SKU go back into its buckets
+        settled = await ctx.pipeline.settles.settle_refilled(item)
+    if settled != Settled.DONE:
         return await _load(ctx, order.id)
     await settle_points(ctx, done)
     return done
-
-
-async def _complete_key(conn: asyncpg.Connection, order: Order) -> None:
-    reply = views.checkout_reply(order)
-    await idempotency.complete(conn, order_id=order.id, status=reply.status, body=reply.body)
 
 
 async def settle_points(ctx: Context, order: Order) -> None:
@@ -251,7 +209,7 @@ async def cancel_by_member(ctx: Context, order: Order) -> Order:
         else:
             if payment is not None and payment.status == PS.PAYMENT_STATUS_AUTHORIZED:
                 await ctx.payments.void(order_id=order.id, payment_id=payment.id)
-            order = await cancel(ctx, order, reason=CANCELLED_BY_MEMBER,
+            order = await cancel(ctx, order, reason=CancelReason.CANCELLED_BY_MEMBER,
                                  payment_id=payment.id if payment else None)
     if order.status == OrderStatus.CONFIRMED:
         return await refund(ctx, order)
@@ -262,7 +220,7 @@ async def refund(ctx: Context, order: Order) -> Order:
     """Refund a CONFIRMED order's payment in full, then mark it REFUNDED with its stock back."""
     assert order.payment_id is not None, "a confirmed order has a payment"
     await ctx.payments.refund(order_id=order.id, payment_id=str(order.payment_id),
-                              reason=CANCELLED_BY_MEMBER)
+                              reason=CancelReason.CANCELLED_BY_MEMBER)
     async with ctx.pool.acquire() as conn, conn.transaction():
         # Locked and read again: a partial refund may have landed since `order` was read.
         current = await store.get_order(conn, order.id, for_update=True)

@@ -10,7 +10,7 @@ import orjson
 from fastapi.responses import Response
 
 from services.common import errors
-from services.orders.store.orders import Order
+from services.orders.domain.order import CancelReason, Order, OrderStatus
 
 CHECKOUT_PATH = "/v1/orders"
 
@@ -64,11 +64,11 @@ class Reply:
 
 _CANCELLED = {
     # cancel_reason -> (status, slug, title, detail)
-    "payment_declined": (402, "payment-declined", "Payment declined",
+    CancelReason.PAYMENT_DECLINED: (402, "payment-declined", "Payment declined",
                          "the card was declined; the order is cancelled and nothing was charged"),
-    "payment_timeout": (402, "payment-declined", "Payment not completed",
+    CancelReason.PAYMENT_TIMEOUT: (402, "payment-declined", "Payment not completed",
                         "payment did not complete before the deadline; the order is cancelled"),
-    "points_unavailable": (422, "validation-error", "Validation error",
+    CancelReason.POINTS_UNAVAILABLE: (422, "validation-error", "Validation error",
                            "points_to_redeem: the points could not be reserved; order cancelled"),
 }
 _OTHER_CANCEL = (402, "payment-declined", "Order cancelled",
@@ -77,10 +77,12 @@ _OTHER_CANCEL = (402, "payment-declined", "Order cancelled",
 
 def checkout_reply(order: Order) -> Reply:
     """201 CONFIRMED, 202 PENDING, or a problem with the order in its `order` field."""
-    if order.status == "PENDING":
+    if order.status == OrderStatus.PENDING:
         return Reply(202, orjson.dumps(order_json(order)))
-    if order.status == "CANCELLED":
-        status, slug, title, detail = _CANCELLED.get(order.cancel_reason or "", _OTHER_CANCEL)
+    if order.status == OrderStatus.CANCELLED:
+        reason = order.cancel_reason
+        status, slug, title, detail = (_CANCELLED.get(reason, _OTHER_CANCEL) if reason
+                                       else _OTHER_CANCEL)
         extra: dict[str, Any] = {"order": order_json(order)}
         if slug == "validation-error":
             extra["field"] = "points_to_redeem"

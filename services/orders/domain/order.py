@@ -1,8 +1,11 @@
-"""The order state machine: which event moves an order from which status to which."""
+"""An order and its lines, its state machine, and why an order is cancelled."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -15,13 +18,66 @@ class OrderStatus(StrEnum):
 
 
 class OrderEvent(StrEnum):
-    """What happened to an order; the cancelling events double as its `cancel_reason`."""
+    """What happened to an order (the state machine's input)."""
 
     PAYMENT_CAPTURED = "payment_captured"
     PAYMENT_DECLINED = "payment_declined"
     PAYMENT_DEADLINE_PASSED = "payment_deadline_passed"
     CANCELLED_BY_MEMBER = "cancelled_by_member"
     REFUNDED = "refunded"
+
+
+class CancelReason(StrEnum):
+    """Why a PENDING order was cancelled: stored as `cancel_reason`, sent in
+    `orders.order.cancelled` and shown to the member; the one vocabulary for it."""
+
+    PAYMENT_DECLINED = "payment_declined"
+    PAYMENT_TIMEOUT = "payment_timeout"
+    PAYMENT_REFUNDED = "payment_refunded"
+    POINTS_UNAVAILABLE = "points_unavailable"
+    CANCELLED_BY_MEMBER = "cancelled_by_member"
+
+    @property
+    def event(self) -> OrderEvent:
+        """The state machine's event that cancels for this reason."""
+        if self is CancelReason.PAYMENT_TIMEOUT:
+            return OrderEvent.PAYMENT_DEADLINE_PASSED
+        if self is CancelReason.CANCELLED_BY_MEMBER:
+            return OrderEvent.CANCELLED_BY_MEMBER
+        return OrderEvent.PAYMENT_DECLINED
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    sku_id: uuid.UUID
+    product_id: uuid.UUID
+    merchant_id: uuid.UUID
+    category: str
+    quantity: int
+    unit_price: int
+    line_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: uuid.UUID
+    member_id: uuid.UUID
+    status: str
+    subtotal: int
+    discount: int
+    points_redeemed: int
+    total: int
+    currency: str
+    payment_token: str
+    payment_id: uuid.UUID | None
+    cancel_reason: CancelReason | None
+    idempotency_key: str
+    payment_deadline: datetime
+    points_pending: bool
+    created_at: datetime
+    lines: tuple[Line, ...]
+    refunded: int = 0  # what payments refunded of `total` (partial refunds keep it CONFIRMED)
+    from_cart: bool = False  # checked out from the cart: it claimed those cart lines
 
 
 _P, _C = OrderStatus.PENDING, OrderStatus.CONFIRMED

@@ -14,14 +14,10 @@ MAX_LINES = 50
 def claim_sql(*, member: str, order: str, lines: str) -> str:
     """Claim for `order` the member's cart lines named in `lines` (a FROM item `w` of
     `sku_id, quantity`), each only while still unclaimed and as it was priced; returns the
-    claimed SKUs. The placing statement composes it with its own parameters."""
+    claimed SKUs. The placing statement composes it."""
     return (f"UPDATE cart_items c SET order_id = {order} FROM {lines} "
             f"WHERE c.member_id = {member} AND c.order_id IS NULL "
             "AND c.sku_id = w.sku_id AND c.quantity = w.quantity RETURNING c.sku_id")
-
-
-_CLAIM = claim_sql(member="$1", order="$2",
-                   lines="unnest($3::uuid[], $4::int[]) AS w(sku_id, quantity)")
 
 
 class CartFull(Exception):
@@ -71,29 +67,3 @@ async def remove(
         "DELETE FROM cart_items WHERE member_id = $1 AND order_id IS NULL "
         "AND ($2::uuid IS NULL OR sku_id = $2)",
         member_id, sku_id)
-
-
-async def claim(
-    conn: asyncpg.Connection, member_id: uuid.UUID, order_id: uuid.UUID,
-    lines: list[tuple[uuid.UUID, int]],
-) -> bool:
-    """Claim the cart lines `(sku_id, quantity)` for the order: all of them, or False when
-    one was claimed by another checkout or changed since it was read (roll back then)."""
-    claimed = await conn.fetch(_CLAIM, member_id, order_id, [s for s, _ in lines],
-                               [q for _, q in lines])
-    return len(claimed) == len(lines)
-
-
-async def remove_claimed(conn: asyncpg.Connection, member_id: uuid.UUID,
-                         order_id: uuid.UUID) -> None:
-    """The order is confirmed: the lines it bought leave the cart."""
-    await conn.execute("DELETE FROM cart_items WHERE member_id = $1 AND order_id = $2",
-                       member_id, order_id)
-
-
-async def release_claimed(conn: asyncpg.Connection, member_id: uuid.UUID,
-                          order_id: uuid.UUID) -> None:
-    """The order is cancelled: the lines it claimed are back in the cart, to pay otherwise."""
-    await conn.execute(
-        "UPDATE cart_items SET order_id = NULL WHERE member_id = $1 AND order_id = $2",
-        member_id, order_id)

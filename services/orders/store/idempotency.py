@@ -6,38 +6,36 @@ import uuid
 
 import asyncpg
 
-# $1 member, $2 key, $3 request hash, $4 claim timeout (s), $5 order; a row when claimed.
-CLAIM = (
-    "INSERT INTO idempotency_keys (member_id, key, request_hash, status, order_id) "
-    "VALUES ($1, $2, $3, 'in_flight', $5) "
-    "ON CONFLICT (member_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
-    "  status = 'in_flight', order_id = EXCLUDED.order_id, response_status = NULL, "
-    "  response_body = NULL, created_at = now(), expires_at = now() + interval '24 hours' "
-    "WHERE idempotency_keys.expires_at < now() OR (idempotency_keys.status = 'in_flight' "
-    "  AND idempotency_keys.order_id IS NULL "
-    "  AND idempotency_keys.created_at < now() - make_interval(secs => $4)) "
-    "RETURNING true"
-)
 
+def claim_sql(*, rows: str, claim_timeout: str) -> str:
+    """Claim keys for new orders: `rows` yields (member_id, key, request_hash, order_id).
 
-async def claim(
-    conn: asyncpg.Connection, *, member_id: uuid.UUID, key: str, request_hash: str,
-    order_id: uuid.UUID, claim_timeout_s: float,
-) -> asyncpg.Record | None:
-    """Claim the key for the order about to be created (None), or return the row holding it.
-
-    Runs in the transaction that creates the order, so the key and its order commit (or
-    vanish) together; a concurrent claim of the same key waits for that transaction.
-    An expired key, or a claim abandoned before any order existed (a request that crashed
-    under the claim-first protocol of earlier versions), is taken over: nothing happened
-    under it that a retry could repeat.
+    Returns (member_id, key) of each key claimed; a key held by a live claim or answer is
+    left as it is and returned by nothing. Keys are inserted in (member, key) order, so two
+    statements claiming overlapping keys wait on each other in one order (no deadlock).
     """
-    claimed = await conn.fetchval(CLAIM, member_id, key, request_hash, claim_timeout_s, order_id)
-    if claimed:
-        return None
-    row = await lookup(conn, member_id=member_id, key=key, live_only=False)
-    assert row is not None, "a conflicting key cannot vanish (keys are only purged when expired)"
-    return row
+    return (
+        "INSERT INTO idempotency_keys (member_id, key, request_hash, status, order_id) "
+        f"SELECT c.member_id, c.key, c.request_hash, 'in_flight', c.order_id FROM {rows} "
+        "ORDER BY c.member_id, c.key "
+        "ON CONFLICT (member_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
+        "  status = 'in_flight', order_id = EXCLUDED.order_id, response_status = NULL, "
+        "  response_body = NULL, created_at = now(), expires_at = now() + interval '24 hours' "
+        "WHERE idempotency_keys.expires_at < now() OR (idempotency_keys.status = 'in_flight' "
+        "  AND idempotency_keys.order_id IS NULL "
+        f"  AND idempotency_keys.created_at < now() - make_interval(secs => {claim_timeout})) "
+        "RETURNING idempotency_keys.member_id, idempotency_keys.key"
+    )
+
+
+def complete_sql(*, rows: str) -> str:
+    """Store final answers: `rows` yields (order_id, status, body) as `a`; a key already
+    done is left as it is (its first answer stands)."""
+    return (
+        "UPDATE idempotency_keys k SET status = 'done', response_status = a.status, "
+        f"response_body = a.body FROM {rows} WHERE k.order_id = a.order_id "
+        "AND k.status = 'in_flight' RETURNING k.order_id"
+    )
 
 
 async def lookup(
@@ -49,17 +47,6 @@ async def lookup(
         "FROM idempotency_keys WHERE member_id = $1 AND key = $2 "
         "AND (NOT $3 OR expires_at >= now())",
         member_id, key, live_only,
-    )
-
-
-async def complete(
-    conn: asyncpg.Connection, *, order_id: uuid.UUID, status: int, body: bytes
-) -> None:
-    """Store the final response, in the transaction that gives the order its final state."""
-    await conn.execute(
-        "UPDATE idempotency_keys SET status = 'done', response_status = $2, response_body = $3 "
-        "WHERE order_id = $1 AND status = 'in_flight'",
-        order_id, status, body,
     )
 
 

@@ -175,18 +175,15 @@ async def _move(conn: asyncpg.Connection, lines: Sequence[StockLine], sql: str,
             raise RuntimeError(f"stock counters of SKU {line.sku_id} disagree with its orders")
 
 
-async def release_held(conn: asyncpg.Connection, lines: Sequence[StockLine]) -> None:
-    """A PENDING order is cancelled: its held units go back on hand."""
-    await _move(conn, lines, (
-        "UPDATE skus SET stock = stock + $2, held = held - $2, updated_at = now() "
-        "WHERE id = $1 AND held >= $2 RETURNING true"), to_hand=True)
-
-
-async def sell_held(conn: asyncpg.Connection, lines: Sequence[StockLine]) -> None:
-    """A PENDING order is paid: its held units are sold."""
-    await _move(conn, lines, (
-        "UPDATE skus SET sold = sold + $2, held = held - $2, updated_at = now() "
-        "WHERE id = $1 AND held >= $2 RETURNING true"), to_hand=False)
+async def refill(conn: asyncpg.Connection, lines: Sequence[StockLine]) -> set[uuid.UUID]:
+    """Put a cancelled order's units of bucketed SKUs back into their buckets, before the
+    settling statement moves them on the SKU rows; returns those SKUs."""
+    ordered = _by_sku(lines)
+    hot = await _bucketed(conn, ordered)
+    for line in ordered:
+        if line.sku_id in hot:
+            await _give(conn, line.sku_id, line.quantity)
+    return hot
 
 
 async def return_sold(conn: asyncpg.Connection, lines: Sequence[StockLine]) -> None:

@@ -1,0 +1,167 @@
+"""Checkout's three writes, batched across the checkouts in flight: place, pay, settle.
+
+The saga and the recovery loop submit one order at a time; each step gathers what is
+submitted together (`batcher.Batcher`) into one placing statement, one AuthorizeBatch call
+and one settling statement. The steps reach Postgres and payments through the three
+ports below, which the composition root fills in (tests/unit passes fakes).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence, Set
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+import asyncpg
+
+from services.common import ratelimit
+from services.orders.admission import Admission
+from services.orders.batcher import Batcher
+from services.orders.clients import Payment
+from services.orders.domain.order import Order
+from services.orders.settings import OrdersSettings
+from services.orders.store import idempotency, placing, settling, stock
+from services.orders.store.placing import Outcome, Placed, Placing
+from services.orders.store.settling import Settled, Settling
+
+
+class PlaceStore(Protocol):
+    async def place(self, batch: Sequence[Placing]) -> Sequence[Placed]: ...
+
+    async def place_reserved(self, item: Placing, *, hot: Set[uuid.UUID] | None
+                             ) -> Placed: ...
+
+
+class SettleStore(Protocol):
+    async def settle(self, batch: Sequence[Settling]) -> Sequence[Settled]: ...
+
+    async def settle_refilled(self, item: Settling) -> Settled: ...
+
+
+class BatchPayments(Protocol):
+    async def authorize_batch(self, orders: Sequence[Order]
+                              ) -> Sequence[Payment | Exception]: ...
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_size: int = 32
+    window_s: float = 0.0
+    parallel: int = 2
+
+
+class Pipeline:
+    """The checkout's batched steps in this process."""
+
+    def __init__(self, *, places: PlaceStore, payments: BatchPayments, settles: SettleStore,
+                 batches: BatchSettings, company: Callable[[], int] = lambda: 0) -> None:
+        self.places, self.settles = places, settles
+        shape = {"max_size": batches.max_size, "window_s": batches.window_s,
+                 "parallel": batches.parallel, "company": company}
+        # Two orders of one member never share a placing batch (their rate row, their cart).
+        self._place: Batcher[Placing, Placed] = Batcher(
+            "place", places.place, key=lambda p: p.order.member_id, **shape)  # type: ignore[arg-type]
+        self._pay: Batcher[Order, Payment] = Batcher(
+            "pay", payments.authorize_batch, **shape)  # type: ignore[arg-type]
+        self._settle: Batcher[Settling, Settled] = Batcher(
+            "settle", settles.settle, **shape)  # type: ignore[arg-type]
+
+    async def place(self, item: Placing) -> Placed:
+        return await self._place.submit(item)
+
+    async def pay(self, order: Order) -> Payment:
+        """The payment (a sale) for the order; raises the client's Rejected/Unavailable."""
+        return await self._pay.submit(order)
+
+    async def settle(self, item: Settling) -> Settled:
+        return await self._settle.submit(item)
+
+
+class _Undo(Exception):
+    """Roll the transaction back: the order was not placed (or settled) after all."""
+
+    def __init__(self, outcome: Placed | Settled) -> None:
+        super().__init__(str(outcome))
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class PgPlaces:
+    pool: asyncpg.Pool
+    claim_timeout_s: float
+    rate: Callable[[], tuple[str, timedelta, timedelta]]
+
+    async def place(self, batch: Sequence[Placing]) -> Sequence[Placed]:
+        try:
+            async with self.pool.acquire() as conn:
+                return await placing.place(conn, batch, claim_timeout_s=self.claim_timeout_s,
+                                           rate=self.rate())
+        except (asyncpg.CheckViolationError, asyncpg.DeadlockDetectedError) as exc:
+            # A member's first hit raced in from another statement, or a lock cycle across
+            # replicas: decide each order on its own.
+            if len(batch) > 1:
+                return [(await self.place([p]))[0] for p in batch]
+            if ratelimit.is_refusal(exc):
+                return [Placed(Outcome.RATE)]
+            raise
+
+    async def place_reserved(self, item: Placing, *, hot: Set[uuid.UUID] | None) -> Placed:
+        """A bucketed SKU's order: its units taken (from the buckets) in a transaction,
+        then the placing statement in it; all undone unless the order is placed."""
+        order = item.order
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await idempotency.lookup(conn, member_id=order.member_id,
+                                            key=order.idempotency_key) is not None:
+                    return Placed(Outcome.HELD)  # a retry: no bucket touched
+                try:
+                    await stock.reserve(conn, order.lines, hot=hot)
+                except stock.OutOfStock as exc:
+                    return Placed(Outcome.SHORT, exc.sku_id, exc.available)
+                [placed] = await placing.place(
+                    conn, [item], claim_timeout_s=self.claim_timeout_s, rate=self.rate(),
+                    reserved=[x.sku_id for x in order.lines])
+                if placed.outcome != Outcome.PLACED:
+                    raise _Undo(placed)
+                return placed
+        except _Undo as undone:
+            assert isinstance(undone.outcome, Placed)
+            return undone.outcome
+
+
+@dataclass(frozen=True)
+class PgSettles:
+    pool: asyncpg.Pool
+
+    async def settle(self, batch: Sequence[Settling]) -> Sequence[Settled]:
+        async with self.pool.acquire() as conn:
+            return await settling.settle(conn, batch)
+
+    async def settle_refilled(self, item: Settling) -> Settled:
+        """A cancelled order of a bucketed SKU: its units back into the buckets, then the
+        settling statement, in one transaction (undone unless the order is settled)."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                refilled = await stock.refill(conn, item.order.lines)
+                [settled] = await settling.settle(conn, [item], refilled=refilled)
+                if settled != Settled.DONE:
+                    raise _Undo(settled)
+                return settled
+        except _Undo as undone:
+            assert isinstance(undone.outcome, Settled)
+            return undone.outcome
+
+
+def build(settings: OrdersSettings, pool: asyncpg.Pool, payments: BatchPayments,
+          admission: Admission) -> Pipeline:
+    """The pipeline over Postgres and payments, shaped by the settings."""
+    checkouts = admission.checkouts
+    return Pipeline(
+        places=PgPlaces(pool, settings.idempotency_claim_timeout_s, admission.members.params),
+        payments=payments, settles=PgSettles(pool),
+        batches=BatchSettings(max_size=settings.checkout_batch_max,
+                              window_s=settings.checkout_batch_window_ms / 1000,
+                              parallel=settings.checkout_batches_in_flight),
+        company=lambda: checkouts.in_flight)

@@ -24,6 +24,9 @@ from services.common.outbox import OutboxRelay, purge_published
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+# How long /readyz waits for JetStream's answer about a consumer before it reports the lag
+# last seen: well inside a load balancer's health-check timeout (HAProxy's here: 1 s).
+LAG_PROBE_S = 0.3
 # Direct connections (to `session_dsn`) one process holds at once besides its request
 # pool: the migration's at start-up, closed before the outbox relay opens its own (held
 # for good; a standby's polls for the leader lock). The connection budget of deploy/
@@ -43,6 +46,8 @@ class Infra:
     relay: OutboxRelay
     consumers: list[Consumer] = field(default_factory=list)
     draining: bool = False  # stopping: /readyz says so, so balancers stop sending requests
+    # Each consumer's lag as last read from JetStream (by /readyz or the observe loop).
+    lags: dict[str, int | None] = field(default_factory=dict)
 
     async def readiness(self) -> dict[str, Any]:
         """Postgres, NATS, the relay and each consumer with its lag and dead letters."""
@@ -72,14 +77,26 @@ class Infra:
             "error": self.relay.last_error,
         }
         consumers = {}
-        for c in self.consumers:
+        lags = await asyncio.gather(*(self._lag(c) for c in self.consumers))
+        for c, lag in zip(self.consumers, lags, strict=True):
             consumers[c.name] = {
-                "lag": await c.lag(), "applied": c.applied_total,
+                "lag": lag, "applied": c.applied_total,
                 "duplicates": c.duplicates_total, "batch_fallbacks": c.fallbacks_total,
                 "last_error": c.last_error,
             }
         detail["consumers"] = {"ok": True, "items": consumers, "dead_letters": dead}
         return detail
+
+    async def _lag(self, consumer: Consumer) -> int | None:
+        """The consumer's lag now, or as last seen when JetStream does not answer at once:
+        a balancer probes every second with a short timeout, and during a NATS election
+        JetStream took seconds to answer, so every replica failed its probe together."""
+        try:
+            lag = await asyncio.wait_for(consumer.lag(), LAG_PROBE_S)
+        except TimeoutError:
+            return self.lags.get(consumer.name)
+        self.lags[consumer.name] = lag
+        return lag
 
 
 async def start_infra(settings: ServiceSettings, service_dir: Path) -> Infra:
@@ -117,7 +134,7 @@ async def _observe(infra: Infra) -> None:
         metrics.OUTBOX_BACKLOG.set(infra.relay.backlog)
         metrics.OUTBOX_PUBLISHED.set(infra.relay.published_total)
         for c in infra.consumers:
-            lag = await c.lag()
+            lag = infra.lags[c.name] = await c.lag()
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(c.name).set(lag)
             metrics.CONSUMER_APPLIED.labels(c.name).set(c.applied_total)

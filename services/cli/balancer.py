@@ -14,11 +14,14 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 
 import httpx
 
 from services.cli.procs import StackError, stop_process, tail
+from services.common.errors import PROBLEM_JSON
+from services.common.web import problem_bytes
 
 HAPROXY = "/usr/sbin/haproxy"
 INSTALL_HINT = "install Debian's haproxy package (`make system-packages` does it)"
@@ -35,7 +38,10 @@ class Backend:
     replicas: Sequence[int]
 
 
-def haproxy_config(backends: Sequence[Backend], *, stats_socket: Path) -> str:
+def haproxy_config(
+    backends: Sequence[Backend], *, stats_socket: Path,
+    errorfiles: Mapping[int, Path] | None = None,
+) -> str:
     """An HAProxy 2.6 configuration: one frontend and one health-checked backend each."""
     lines = [
         "global",
@@ -50,11 +56,12 @@ def haproxy_config(backends: Sequence[Backend], *, stats_socket: Path) -> str:
         # attempts) would otherwise count every shopper as the balancer's one address.
         # uvicorn believes the header from 127.0.0.1 only (its forwarded_allow_ips).
         "  option forwardfor",
-        # A connection refused by a dying replica is retried, once, on another one. Only
-        # connection failures are retried: a request a replica received is never re-sent.
+        # A connection refused by a dying replica is retried on another one. Only connection
+        # failures are retried: a request a replica received is never sent again (a POST
+        # without an Idempotency-Key, a registration say, must not run twice).
         "  option redispatch 1",
         "  retries 2",
-        "  retry-on conn-failure empty-response",
+        "  retry-on conn-failure",
         "  timeout connect 2s",
         "  timeout client 75s",
         "  timeout server 60s",
@@ -62,6 +69,7 @@ def haproxy_config(backends: Sequence[Backend], *, stats_socket: Path) -> str:
         "  timeout queue 5s",
         # The services answer /readyz 503 while draining; two misses take a replica out.
         "  default-server inter 1s fall 2 rise 2",
+        *(f"  errorfile {status} {path}" for status, path in sorted((errorfiles or {}).items())),
         "",
     ]
     for b in backends:
@@ -109,7 +117,12 @@ def start_balancer(backends: Sequence[Backend], run_dir: Path) -> Balancer:
     binary = haproxy_binary()
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file, log_file = run_dir / "haproxy.cfg", run_dir / "haproxy.log"
-    config_file.write_text(haproxy_config(backends, stats_socket=run_dir / "haproxy.sock"))
+    errorfiles = {}
+    for status, text in _ERRORS.items():
+        errorfiles[status] = run_dir / f"{status}.http"
+        errorfiles[status].write_bytes(_raw_problem(status, text))
+    config_file.write_text(haproxy_config(backends, stats_socket=run_dir / "haproxy.sock",
+                                          errorfiles=errorfiles))
     check = subprocess.run([binary, "-c", "-q", "-f", str(config_file)],
                            capture_output=True, text=True, check=False)
     if check.returncode != 0:
@@ -126,6 +139,25 @@ def start_balancer(backends: Sequence[Backend], run_dir: Path) -> Balancer:
                              f"{tail(log_file)}")
         time.sleep(0.1)
     return balancer
+
+
+# What the balancer answers itself, as the services would: problem+json with Retry-After.
+_ERRORS = {
+    502: "a replica failed while answering; send the request again with the same "
+         "Idempotency-Key",
+    503: "no replica of this service is ready right now; retry after the given seconds",
+    504: "the replica did not answer in time; send the request again with the same "
+         "Idempotency-Key",
+}
+
+
+def _raw_problem(status: int, detail: str) -> bytes:
+    """A whole HTTP response for HAProxy's `errorfile`: status line, headers and body."""
+    body = problem_bytes(status, "unavailable", "Service unavailable", detail)
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            f"content-type: {PROBLEM_JSON}\r\ncontent-length: {len(body)}\r\n"
+            "retry-after: 1\r\ncache-control: no-store\r\nconnection: close\r\n\r\n")
+    return head.encode() + body
 
 
 def replica_states(run_dir: Path) -> Mapping[str, str]:

@@ -110,3 +110,24 @@ def test_the_replicas_see_the_shoppers_address_not_the_balancers(
                 assert client.get(f"http://127.0.0.1:{port}/client").text == shopper
     finally:
         balancer.stop()
+
+
+def test_with_no_replica_ready_the_balancer_answers_a_problem_with_retry_after(
+    replicas: list[Replica], tmp_path: Path
+) -> None:
+    port = free_port()
+    balancer = start_balancer(
+        [Backend("orders", port, [r.port for r in replicas])], tmp_path / "lb")
+    try:
+        _until(lambda: set(replica_states(tmp_path / "lb").values()) == {"UP"}, "both UP")
+        for replica in replicas:
+            replica.ready = False
+        _until(lambda: set(replica_states(tmp_path / "lb").values()) == {"DOWN"}, "both DOWN")
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/orders", json={}, timeout=5)
+        assert answer.status_code == 503
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["type"].endswith("/unavailable")
+        assert answer.json()["status"] == 503
+    finally:
+        balancer.stop()

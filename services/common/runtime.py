@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # How long /readyz waits for JetStream's answer about a consumer before it reports the lag
 # last seen: well inside a load balancer's health-check timeout (HAProxy's here: 1 s).
 LAG_PROBE_S = 0.3
+# How long /readyz waits for a pooled connection before it reports Postgres busy.
+POOL_PROBE_S = 0.3
 # Direct connections (to `session_dsn`) one process holds at once besides its request
 # pool: the migration's at start-up, closed before the outbox relay opens its own (held
 # for good; a standby's polls for the leader lock). The connection budget of deploy/
@@ -54,14 +56,19 @@ class Infra:
         detail: dict[str, Any] = {}
         if self.draining:
             detail["draining"] = {"ok": False, "instance": self.settings.instance_id}
+        dead = None
         try:
-            async with self.pool.acquire(timeout=2) as conn:
+            async with self.pool.acquire(timeout=POOL_PROBE_S) as conn:
                 dead = await conn.fetchval(
                     "SELECT count(*) FROM dead_letter WHERE retried_at IS NULL"
                 )
             detail["postgres"] = {"ok": True}
+        except TimeoutError:
+            # Every connection is taken, by requests that are using Postgres: busy, not
+            # down. Overload is answered by shedding (503 + Retry-After); failing the probe
+            # would take the busiest replicas out of the balancer together.
+            detail["postgres"] = {"ok": True, "busy": True}
         except Exception as exc:
-            dead = None
             detail["postgres"] = {"ok": False, "error": str(exc)}
         detail["nats"] = {"ok": self.bus.connected}
         # A relay that cannot publish leaves the replica ready (its error shows here and its

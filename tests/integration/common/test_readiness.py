@@ -73,3 +73,17 @@ async def test_a_hanging_lag_lookup_reports_the_lag_last_seen_instead_of_waiting
     assert during["consumers"]["items"]["slow"]["lag"] == 7
     assert during["consumers"]["items"]["quick"]["lag"] == 0
     assert all(v["ok"] for v in during.values() if isinstance(v, dict))
+
+
+@pytest.mark.timeout(60)
+async def test_a_pool_busy_with_requests_is_ready_not_down(infra: runtime.Infra) -> None:
+    """Under load every pooled connection is taken by checkouts: the replica is busy, and
+    failing its probe would take the busiest replicas out of the balancer together."""
+    held = [await infra.pool.acquire() for _ in range(infra.pool.get_max_size())]
+    try:
+        busy = await infra.readiness()
+    finally:
+        for conn in held:
+            await infra.pool.release(conn)
+    assert busy["postgres"] == {"ok": True, "busy": True}
+    assert (await infra.readiness())["postgres"] == {"ok": True}

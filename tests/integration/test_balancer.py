@@ -10,13 +10,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from services.cli.balancer import Backend, replica_states, start_balancer
+from services.cli.balancer import Backend, Balancer, replica_states, start_balancer
 from tests.infra import free_port
 
 pytestmark = pytest.mark.topology
@@ -59,6 +60,30 @@ def replicas() -> Iterator[list[Replica]]:
             replica.stop()
 
 
+@dataclass
+class Balanced:
+    url: str
+    run_dir: Path
+    balancer: Balancer
+
+    def states(self) -> dict[str, str]:
+        return dict(replica_states(self.run_dir))
+
+
+@pytest.fixture
+def balanced(replicas: list[Replica], tmp_path: Path) -> Iterator[Balanced]:
+    """HAProxy in front of both replicas, both in rotation."""
+    port, run_dir = free_port(), tmp_path / "lb"
+    balancer = start_balancer([Backend("orders", port, [r.port for r in replicas])], run_dir)
+    try:
+        b = Balanced(f"http://127.0.0.1:{port}", run_dir, balancer)
+        _until(lambda: set(b.states().values()) == {"UP"}, "both replicas UP")
+        yield b
+    finally:
+        balancer.stop()
+    assert balancer.proc.poll() is not None
+
+
 def _until(condition: object, what: str, within_s: float = 15.0) -> None:
     deadline = time.monotonic() + within_s
     while not condition():  # type: ignore[operator]
@@ -67,67 +92,43 @@ def _until(condition: object, what: str, within_s: float = 15.0) -> None:
 
 
 def test_spreads_requests_and_drains_a_replica_that_stops(
-    replicas: list[Replica], tmp_path: Path
+    replicas: list[Replica], balanced: Balanced
 ) -> None:
-    port = free_port()
-    balancer = start_balancer(
-        [Backend("orders", port, [r.port for r in replicas])], tmp_path / "lb")
-    try:
-        _until(lambda: set(replica_states(tmp_path / "lb").values()) == {"UP"}, "both UP")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            seen = Counter(client.get("/who").text for _ in range(40))
-            assert set(seen) == {"one", "two"}, seen
+    with httpx.Client(base_url=balanced.url, timeout=5) as client:
+        seen = Counter(client.get("/who").text for _ in range(40))
+        assert set(seen) == {"one", "two"}, seen
 
-            replicas[0].ready = False  # draining: its /readyz answers 503
-            _until(lambda: replica_states(tmp_path / "lb")["orders/orders-1"] == "DOWN",
-                   "the draining replica to leave the rotation")
-            assert {client.get("/who").text for _ in range(20)} == {"two"}
+        replicas[0].ready = False  # draining: its /readyz answers 503
+        _until(lambda: balanced.states()["orders/orders-1"] == "DOWN",
+               "the draining replica to leave the rotation")
+        assert {client.get("/who").text for _ in range(20)} == {"two"}
 
-            replicas[0].ready = True
-            _until(lambda: replica_states(tmp_path / "lb")["orders/orders-1"] == "UP",
-                   "the replica to rejoin once ready")
-            replicas[1].stop()  # gone without a word: connections are refused
-            answers = [client.get("/who") for _ in range(20)]
-            assert [a.status_code for a in answers] == [200] * 20
-            assert {a.text for a in answers} == {"one"}
-    finally:
-        balancer.stop()
-    assert balancer.proc.poll() is not None
+        replicas[0].ready = True
+        _until(lambda: balanced.states()["orders/orders-1"] == "UP",
+               "the replica to rejoin once ready")
+        replicas[1].stop()  # gone without a word: connections are refused
+        answers = [client.get("/who") for _ in range(20)]
+        assert [a.status_code for a in answers] == [200] * 20
+        assert {a.text for a in answers} == {"one"}
 
 
-def test_the_replicas_see_the_shoppers_address_not_the_balancers(
-    replicas: list[Replica], tmp_path: Path
-) -> None:
+def test_the_replicas_see_the_shoppers_address_not_the_balancers(balanced: Balanced) -> None:
     """Per-client limits (sign-in attempts) need each shopper's own address behind HAProxy."""
-    port = free_port()
-    balancer = start_balancer(
-        [Backend("membership", port, [r.port for r in replicas])], tmp_path / "lb")
-    try:
-        _until(lambda: set(replica_states(tmp_path / "lb").values()) == {"UP"}, "both UP")
-        for shopper in ("127.0.0.2", "127.0.0.3"):
-            transport = httpx.HTTPTransport(local_address=shopper)
-            with httpx.Client(transport=transport, timeout=5) as client:
-                assert client.get(f"http://127.0.0.1:{port}/client").text == shopper
-    finally:
-        balancer.stop()
+    for shopper in ("127.0.0.2", "127.0.0.3"):
+        transport = httpx.HTTPTransport(local_address=shopper)
+        with httpx.Client(transport=transport, timeout=5) as client:
+            assert client.get(f"{balanced.url}/client").text == shopper
 
 
 def test_with_no_replica_ready_the_balancer_answers_a_problem_with_retry_after(
-    replicas: list[Replica], tmp_path: Path
+    replicas: list[Replica], balanced: Balanced
 ) -> None:
-    port = free_port()
-    balancer = start_balancer(
-        [Backend("orders", port, [r.port for r in replicas])], tmp_path / "lb")
-    try:
-        _until(lambda: set(replica_states(tmp_path / "lb").values()) == {"UP"}, "both UP")
-        for replica in replicas:
-            replica.ready = False
-        _until(lambda: set(replica_states(tmp_path / "lb").values()) == {"DOWN"}, "both DOWN")
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/orders", json={}, timeout=5)
-        assert answer.status_code == 503
-        assert answer.headers["content-type"] == "application/problem+json"
-        assert answer.headers["retry-after"] == "1"
-        assert answer.json()["type"].endswith("/unavailable")
-        assert answer.json()["status"] == 503
-    finally:
-        balancer.stop()
+    for replica in replicas:
+        replica.ready = False
+    _until(lambda: set(balanced.states().values()) == {"DOWN"}, "both DOWN")
+    answer = httpx.post(f"{balanced.url}/v1/orders", json={}, timeout=5)
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["retry-after"] == "1"
+    assert answer.json()["type"].endswith("/unavailable")
+    assert answer.json()["status"] == 503

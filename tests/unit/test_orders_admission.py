@@ -99,7 +99,7 @@ class _NoDatabase:
 def _checkout_context(admission: Admission) -> Any:
     return Context(settings=None, pool=_NoDatabase(), payments=None,  # type: ignore[arg-type]
                    membership=None, verifier=None, admission=admission,  # type: ignore[arg-type]
-                   listings=PageCache(1.0))
+                   listings=PageCache(1.0), pipeline=None)  # type: ignore[arg-type]
 
 
 async def test_a_checkout_that_would_be_shed_costs_no_query() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 
-from services.cli import audit_points
+from services.cli import audit_discounts, audit_points
 
 
 @dataclass
@@ -205,6 +205,7 @@ CHECKS: list[CheckFn] = [
     check_merchant_payables,
     check_no_stuck_orders,
     audit_points.check_points,
+    audit_discounts.check_discounts,
     check_gmv,
 ]
 

@@ -65,6 +65,11 @@ async def start(
         pool=infra.pool, bus=infra.bus, name="orders-payments", stream="PAYMENTS",
         subjects=["payments.payment.refunded"], handler=handlers.on_payment_refunded,
     ))
+    # Tiers for pricing: a checkout without points then asks membership nothing.
+    infra.consumers.append(inbox.Consumer(
+        pool=infra.pool, bus=infra.bus, name="orders-membership", stream="MEMBERSHIP",
+        subjects=list(handlers.MEMBERSHIP_SUBJECTS), handler=handlers.on_membership_event,
+    ))
     tasks = [recovery.run(context), ratelimit.keep_purged(infra.pool),
              _close_when_stopped(channels)]
     return runtime.Service(infra=infra, app=app, context=context, tasks=tasks)

@@ -126,8 +126,11 @@ class PaymentsClient:
 
 @dataclass(frozen=True, slots=True)
 class MemberInfo:
+    """The member's terms for pricing; `points_balance` None when it was not looked up."""
+
+    tier: str
     discount_bps: int
-    points_balance: int
+    points_balance: int | None
 
 
 class MembershipClient:
@@ -141,7 +144,8 @@ class MembershipClient:
         reply = await _call(self.stub.GetMember,
                             membership_pb2.GetMemberRequest(member_id=str(member_id)),
                             self.timeout_s)
-        return MemberInfo(discount_bps=reply.discount_bps, points_balance=reply.points_balance)
+        return MemberInfo(tier=membership_pb2.Tier.Name(reply.tier).removeprefix("TIER_"),
+                          discount_bps=reply.discount_bps, points_balance=reply.points_balance)
 
     async def reserve_points(self, *, order_id: uuid.UUID, member_id: uuid.UUID,
                              points: int) -> None:

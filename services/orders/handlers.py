@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import outbox
 from services.common.events import Event
 from services.orders import messages, settle
 from services.orders.domain.order import OrderStatus
+from services.orders.domain.pricing import ENTRY_TIER, TIER_DISCOUNT_BPS
 from services.orders.domain.refunds import RefundStep, refund_step
+from services.orders.store import members
 from services.orders.store import orders as store
 from services.orders.store.orders import Order
 
 log = logging.getLogger(__name__)
+
+MEMBERSHIP_SUBJECTS = ("membership.member.registered", "membership.tier.changed")
 
 
 class NotYetConfirmed(Exception):
@@ -67,3 +73,26 @@ async def _partial(conn: asyncpg.Connection, order: Order, step: RefundStep) -> 
     await outbox.add_event(
         conn, source=settle.SOURCE, subject="orders.order.refunded", aggregate_id=str(order.id),
         message=messages.refunded(order, amount=step.amount, refunded_total=step.refunded_total))
+
+
+async def on_membership_event(conn: asyncpg.Connection, event: Event) -> None:
+    """A registration (the entry tier) or a tier change lands in orders' tier projection.
+
+    Versioned by the time membership stamped on the event, then its stream sequence, so a
+    late redelivery of an older change leaves the newer tier in place. A tier the pricing
+    rule does not know raises: the event is retried, then dead-lettered where it shows.
+    """
+    msg = event.message()
+    if event.subject == "membership.member.registered":
+        tier, at = ENTRY_TIER, _when(msg.registered_at, event)
+    else:
+        tier, at = msg.new_tier, _when(msg.changed_at, event)
+    if tier not in TIER_DISCOUNT_BPS:
+        raise ValueError(f"member {msg.member_id}: unknown tier {tier!r}")
+    await members.merge_tier(conn, uuid.UUID(msg.member_id), tier=tier, changed_at=at,
+                             stream_seq=event.stream_seq)
+
+
+def _when(stamp: Timestamp, event: Event) -> datetime:
+    """The domain time membership stamped, else the envelope's ce-time."""
+    return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else event.time

@@ -23,8 +23,14 @@ from services.orders import faults, messages, settle, views
 from services.orders.clients import MemberInfo, NotFound, Rejected, Unavailable
 from services.orders.context import Context
 from services.orders.domain.order import Line, Order, OrderStatus
-from services.orders.domain.pricing import PricedLine, PricingError, price_order
-from services.orders.store import carts, catalog, idempotency, placing
+from services.orders.domain.pricing import (
+    ENTRY_TIER,
+    PricedLine,
+    PricingError,
+    price_order,
+    tier_discount_bps,
+)
+from services.orders.store import carts, catalog, idempotency, members, placing
 from services.orders.store.placing import Outcome
 from services.orders.store.stock import StaleHotness
 from services.orders.views import Reply
@@ -276,7 +282,7 @@ async def _price(
     currencies = {skus[s]["currency"] for s in sku_ids}
     if len(currencies) > 1:
         raise validation_error("items", "all SKUs of one order must be priced in one currency")
-    member_info = await _member(ctx, member)
+    member_info = await _member(ctx, member, redeeming=request.points_to_redeem > 0)
     priced = [
         PricedLine(sku_id=s, product_id=skus[s]["product_id"], merchant_id=skus[s]["merchant_id"],
                    quantity=q, unit_price=skus[s]["price"])
@@ -302,10 +308,17 @@ async def _price(
         payment_id=None, cancel_reason=None, idempotency_key=key,
         payment_deadline=now + timedelta(seconds=ctx.settings.payment_deadline_s),
         points_pending=False, created_at=now, lines=lines, from_cart=request.from_cart,
+        tier=member_info.tier, discount_bps=member_info.discount_bps,
     )
 
 
-async def _member(ctx: Context, member: Member) -> MemberInfo:
+async def _member(ctx: Context, member: Member, *, redeeming: bool) -> MemberInfo:
+    """The member's tier (and, to redeem points, balance): without points, the tier orders'
+    projection knows, asking membership nothing (the entry tier before their registration
+    arrives); with points, membership's own answer, as strongly consistent as the hold."""
+    if not redeeming:
+        tier = await members.tier_of(ctx.pool, member.id) or ENTRY_TIER
+        return MemberInfo(tier=tier, discount_bps=tier_discount_bps(tier), points_balance=None)
     try:
         return await ctx.membership.get_member(member.id)
     except NotFound as exc:

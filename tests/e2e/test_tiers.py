@@ -57,11 +57,20 @@ class Shopper:
         return body
 
     async def settled(self, tier: Tier, spend: int) -> dict[str, Any]:
-        """Wait until membership has applied every order event: the tier and the spend."""
-        return await eventually(
+        """Wait until membership has applied every order event (the tier and the spend) and
+        orders has heard of the tier: checkout prices with the tier orders knows."""
+        me = await eventually(
             self.me, until=lambda m: (m["tier"], m["lifetime_spend"]["amount"]) == (tier, spend),
             what=f"{tier} at lifetime spend {spend}", timeout_s=30,
         )
+        await eventually(self.known_to_orders, until=lambda t: t == tier,
+                         what=f"{tier} in orders' projection", timeout_s=30)
+        return me
+
+    async def known_to_orders(self) -> str | None:
+        rows = await self.stack.db.sql(
+            "SELECT tier FROM orders.member_tiers WHERE member_id = $1", self.who.id)
+        return rows[0]["tier"] if rows else None
 
     async def points(self) -> dict[tuple[str, str], int]:
         """The points ledger as {(order id, reason): delta}."""
@@ -112,6 +121,9 @@ async def test_climb_to_silver_then_gold_earn_at_the_new_rate_and_a_refund_drops
     q3 = quantity_to_reach(GOLD, spend, unit, Tier.SILVER)
     third = await shopper.buy(sku["id"], q3)
     assert priced(third, unit, q3, Tier.SILVER), third
+    recorded = await stack.db.sql("SELECT tier, discount_bps FROM orders.orders WHERE id = $1",
+                                  third["id"])
+    assert [tuple(r) for r in recorded] == [("SILVER", discount_bps(Tier.SILVER))]
     spend += third["total"]["amount"]
     await shopper.settled(Tier.GOLD, spend)
 

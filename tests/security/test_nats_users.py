@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import httpx
 import nats
 import nats.errors
 import pytest
 
 from services.cli.natsserver import with_credentials
 from services.common.bus import Bus
+from tests import factories
 from tests.faults.harness import NATS_PASSWORDS, ServiceStack
 from tests.helpers import eventually
 
@@ -119,3 +121,23 @@ async def test_a_service_user_manages_its_streams(stack: ServiceStack) -> None:
         await bus.ensure_streams()
     finally:
         await bus.close()
+
+
+async def test_orders_user_consumes_membership_events(
+    stack: ServiceStack, http: httpx.AsyncClient
+) -> None:
+    """Orders' durable on MEMBERSHIP is created through the JetStream API and delivers to its
+    _INBOX, so the orders user needs no subscribe permission on membership.>: a registration
+    reaches orders' tier projection."""
+    created = await http.post(f"{stack.url('membership')}/v1/members", json={
+        "email": f"tier-{uuid.uuid4().hex[:12]}@example.com", "password": factories.PASSWORD,
+        "name": "Tier Member", "birth_year": 1990, "region": "CN-SH"})
+    assert created.status_code == 201, created.text
+    member_id = uuid.UUID(created.json()["id"])
+
+    async def known() -> list[str]:
+        rows = await stack.db.sql(
+            "SELECT tier FROM orders.member_tiers WHERE member_id = $1", member_id)
+        return [r["tier"] for r in rows]
+
+    assert await eventually(known, what="the registration in orders' projection") == ["BRONZE"]

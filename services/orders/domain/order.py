@@ -78,6 +78,8 @@ class Order:
     lines: tuple[Line, ...]
     refunded: int = 0  # what payments refunded of `total` (partial refunds keep it CONFIRMED)
     from_cart: bool = False  # checked out from the cart: it claimed those cart lines
+    tier: str | None = None  # the member's tier as orders knew it when pricing (None: older)
+    discount_bps: int | None = None  # that tier's discount, which priced `discount`
 
 
 _P, _C = OrderStatus.PENDING, OrderStatus.CONFIRMED

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 MAX_LINES = 50
 MAX_QUANTITY = 100
 BPS_PER_WHOLE = 10_000
+# Each tier's discount on merchandise (ARCHITECTURE.md, domain rules). Membership decides who
+# holds which tier; orders prices with the tier it knows, so the rate table lives here too
+# (tests/unit keep it equal to membership's TIER_RULES).
+TIER_DISCOUNT_BPS: Mapping[str, int] = {"BRONZE": 0, "SILVER": 200, "GOLD": 500, "PLATINUM": 800}
+# The tier of a member orders has not heard of yet (their registration is still on its way).
+ENTRY_TIER = "BRONZE"
 
 
 class PricingError(ValueError):
@@ -52,6 +58,16 @@ class Quote:
     total: int
 
 
+def tier_discount_bps(tier: str) -> int:
+    """The tier's discount in basis points; KeyError for a tier this rule does not know."""
+    return TIER_DISCOUNT_BPS[tier]
+
+
+def discount_for(subtotal: int, discount_bps: int) -> int:
+    """The tier discount on `subtotal`, rounded down to the fen."""
+    return subtotal * discount_bps // BPS_PER_WHOLE
+
+
 def max_points_redeemable(amount_after_discount: int) -> int:
     """Points (1 point = 1 fen) that pay for at most half of the discounted order."""
     return max(amount_after_discount, 0) // 2
@@ -70,7 +86,7 @@ def price_order(
         raise PricingError("discount_bps", f"discount must be 0..10000 bps, got {discount_bps}")
     quoted = tuple(_quote_line(line) for line in lines)
     subtotal = sum(line.line_total for line in quoted)
-    discount = subtotal * discount_bps // BPS_PER_WHOLE
+    discount = discount_for(subtotal, discount_bps)
     _check_points(points_to_redeem, points_balance, subtotal - discount)
     return Quote(
         lines=quoted,

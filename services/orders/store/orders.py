@@ -13,7 +13,7 @@ from services.orders.store.stock import return_sold  # noqa: F401  (re-exported)
 ORDER_COLUMNS = (
     "id, member_id, status, subtotal, discount, points_redeemed, total, currency, "
     "payment_token, payment_id, cancel_reason, idempotency_key, payment_deadline, "
-    "points_pending, created_at, refunded, from_cart"
+    "points_pending, created_at, refunded, from_cart, tier, discount_bps"
 )
 
 

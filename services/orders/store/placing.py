@@ -54,13 +54,15 @@ class Placed:
 
 # $1-$15 the orders (n from 1), $16-$24 their lines, $25-$29 their events, $30 the claim
 # timeout (s), $31-$33 the member rate (name, interval, ceiling), $34 SKUs the caller
-# reserved already in its transaction (bucketed ones).
+# reserved already in its transaction (bucketed ones), $35-$36 each order's tier and its
+# discount.
 _ORDERS = ("unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::bigint[], "
            "$7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], "
-           "$12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::boolean[]) "
+           "$12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::boolean[], "
+           "$35::text[], $36::int[]) "
            "WITH ORDINALITY AS o(member_id, key, request_hash, order_id, status, subtotal, "
            "discount, points_redeemed, total, currency, payment_token, payment_deadline, "
-           "retry_at, created_at, from_cart, n)")
+           "retry_at, created_at, from_cart, tier, discount_bps, n)")
 _LINES = ("unnest($16::int[], $17::int[], $18::uuid[], $19::uuid[], $20::uuid[], $21::text[], "
           "$22::int[], $23::bigint[], $24::bigint[]) AS l(n, line_no, sku_id, product_id, "
           "merchant_id, category, quantity, unit_price, line_total)")
@@ -127,9 +129,10 @@ WITH o AS (
 ), inserted AS (
     INSERT INTO orders (id, member_id, status, subtotal, discount, points_redeemed, total,
         currency, payment_token, idempotency_key, payment_deadline, retry_at, created_at,
-        from_cart)
+        from_cart, tier, discount_bps)
     SELECT order_id, member_id, status, subtotal, discount, points_redeemed, total, currency,
-        payment_token, key, payment_deadline, retry_at, created_at, from_cart FROM placed
+        payment_token, key, payment_deadline, retry_at, created_at, from_cart, tier,
+        discount_bps FROM placed
     RETURNING 1
 ), lined AS (
     INSERT INTO order_lines (order_id, line_no, sku_id, product_id, merchant_id, category,
@@ -190,6 +193,7 @@ def _arguments(
         [x.category for *_, x in lines], [x.quantity for *_, x in lines],
         [x.unit_price for *_, x in lines], [x.line_total for *_, x in lines],
         *outbox.arrays([p.event for p in batch]), claim_timeout_s, *rate, list(reserved),
+        [o.tier for o in orders], [o.discount_bps for o in orders],
     ]
 
 

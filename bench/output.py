@@ -33,6 +33,9 @@ class Row:
     ratio_to_pgbench: float = math.nan
     ratio_to_monolith: float = math.nan
     ratio_to_hello: float = math.nan
+    batch_place: float = math.nan  # mean checkouts per placing statement
+    batch_pay: float = math.nan  # mean checkouts per AuthorizeBatch call
+    batch_settle: float = math.nan  # mean checkouts per settling statement
 
     @classmethod
     def of(cls, kind: str, step: Step, *, lag_p99_ms: float = math.nan,

@@ -48,6 +48,38 @@ async def lag_histogram(analytics_urls: Sequence[str]) -> dict[float, float]:
     return buckets
 
 
+BATCH = "orders_batch_size"
+STAGES = ("place", "pay", "settle")
+
+
+async def batch_sums(orders_urls: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """{stage: (checkouts, batches)} so far, summed over every orders process."""
+    sums: dict[str, tuple[float, float]] = {}
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        for url in orders_urls:
+            text = (await client.get(f"{url}/metrics")).raise_for_status().text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples if family.name == BATCH else ():
+                    stage = sample.labels.get("stage", "")
+                    total, count = sums.get(stage, (0.0, 0.0))
+                    if sample.name == f"{BATCH}_sum":
+                        sums[stage] = (total + sample.value, count)
+                    elif sample.name == f"{BATCH}_count":
+                        sums[stage] = (total, count + sample.value)
+    return sums
+
+
+def mean_batches(before: dict[str, tuple[float, float]],
+                 after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean checkouts per batch of each stage between two scrapes (NaN: no batch)."""
+    means = {}
+    for stage in STAGES:
+        total = after.get(stage, (0.0, 0.0))[0] - before.get(stage, (0.0, 0.0))[0]
+        count = after.get(stage, (0.0, 0.0))[1] - before.get(stage, (0.0, 0.0))[1]
+        means[stage] = total / count if count else math.nan
+    return means
+
+
 def lag_p99_ms(before: dict[float, float], after: dict[float, float]) -> float:
     """p99 of the lags observed between two scrapes, in ms (NaN: none observed)."""
     diff = [(le, after[le] - before.get(le, 0.0)) for le in after]

@@ -105,6 +105,7 @@ async def stack_steps(
     for n, rate in enumerate(rates):
         await statements.reset()
         before = await probes.lag_histogram(analytics)
+        batches_before = await probes.batch_sums(target.replica_urls("orders"))
         stored_before = await probes.stream_sequences(target.nats_url)
         spies = []
         pid = target.pid("orders")
@@ -130,6 +131,11 @@ async def stack_steps(
         row = Row.of("stack", step, lag_p99_ms=lag,
                      cpu_ms_per_order=per_order.get("total", math.nan))
         row.publishes_per_order = sum(publishes.values()) if publishes else math.nan
+        batches = probes.mean_batches(
+            batches_before, await probes.batch_sums(target.replica_urls("orders")))
+        row.batch_place, row.batch_pay, row.batch_settle = (batches[s] for s in probes.STAGES)
+        print("            mean batch " + ", ".join(
+            f"{stage} {size:.2f}" for stage, size in batches.items()), flush=True)
         if counts:
             row.statements_per_order = sum(counts.get(k, 0.0) for k in cpu.SERVICES)
         rows.append(Measured(row, step, per_order, counts, publishes))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -14,11 +13,11 @@ from google.protobuf.message import Message
 
 from services.analytics import bootstrap
 from services.analytics.settings import AnalyticsSettings
-from services.common import runtime
 from services.common.bus import Bus
 from services.common.events import envelope_headers
 from tests.helpers import eventually, reset_streams
 from tests.infra import FreshDb, free_port
+from tests.integration.inprocess import run_in_process
 
 ADMIN_KEY = "test-admin-key-for-analytics"
 
@@ -92,27 +91,12 @@ async def analytics(
         db_pool_min=1,
         db_pool_max=5,
     )
-    svc = await bootstrap.start(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runtime.serve(svc, stop=stop))
-    bus = await Bus.connect(nats_url, name="analytics-test-producer")
-    base_url = f"http://127.0.0.1:{settings.http_port}"
-    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as http:
-        await eventually(_ready(http), what="analytics /readyz")
+    async with (
+        run_in_process(bootstrap.start, settings),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=10.0) as http,
+    ):
+        bus = await Bus.connect(nats_url, name="analytics-test-producer")
         try:
             yield Analytics(http=http, bus=bus, db=db)
         finally:
             await bus.close()
-            stop.set()
-            await task
-
-
-def _ready(http: httpx.AsyncClient) -> Callable[[], Awaitable[bool]]:
-    async def probe() -> bool:
-        try:
-            return (await http.get("/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    return probe
-

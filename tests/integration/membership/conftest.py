@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from services.membership.api.deps import Context
 from services.membership.settings import MembershipSettings
 from tests.helpers import reset_streams
 from tests.infra import FreshDb, free_port
+from tests.integration.inprocess import run_in_process
 
 SECRET = "membership-test-secret-0123456789"
 
@@ -75,49 +76,22 @@ async def start_membership(
             "environment": "test", "jwt_private_key_file": key_file, "db_pool_max": 10,
         }
         settings = MembershipSettings(**(fields | overrides))
-        service = await bootstrap.start(settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(runtime.serve(service, stop=stop))
-        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=10)
+        running = contextlib.AsyncExitStack()
+        stops.append(running.aclose)
+        service = await running.enter_async_context(run_in_process(bootstrap.start, settings))
+        http = await running.enter_async_context(
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=10))
         channel = grpcutil.channel(f"127.0.0.1:{settings.grpc_port}", service="orders",
                                    secret=SECRET, timeout_s=10)
+        running.push_async_callback(channel.close)
         bus = await Bus.connect(nats_url, name="membership-test")
-
-        stopped = False
-
-        async def stop_all() -> None:
-            nonlocal stopped
-            if stopped:
-                return
-            stopped = True
-            await bus.close()
-            await channel.close()
-            await http.aclose()
-            stop.set()
-            await task
-
-        stops.append(stop_all)
-        running = Running(settings, service, http, channel, pb_grpc.MembershipServiceStub(channel),
-                          bus, db, key, stop_all)
-        await _until_ready(running)
-        return running
+        running.push_async_callback(bus.close)
+        return Running(settings, service, http, channel, pb_grpc.MembershipServiceStub(channel),
+                       bus, db, key, running.aclose)
 
     yield start
-    for stop_all in reversed(stops):
-        await stop_all()
-
-
-async def _until_ready(running: Running) -> None:
-    for _ in range(200):
-        try:
-            # Not /healthz: it answers with ORJSONResponse, whose deprecation warning is an
-            # error under the test settings (services.common.web needs the change).
-            if (await running.http.get("/.well-known/jwks.json")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("membership did not start answering HTTP")
+    for stop in reversed(stops):
+        await stop()
 
 
 @pytest.fixture

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import httpx
 
 from services.cli.secrets import ensure_jwt_key
 from services.common import runtime
+from services.common.settings import ServiceSettings
 from services.membership import bootstrap as membership_bootstrap
 from services.membership.settings import MembershipSettings
 from services.orders import bootstrap as orders_bootstrap
@@ -22,6 +22,7 @@ from services.orders.settings import OrdersSettings
 from services.payments import bootstrap as payments_bootstrap
 from services.payments.settings import PaymentsSettings
 from tests.infra import FreshDb, free_port
+from tests.integration.inprocess import run_in_process
 
 SECRET = "orders-test-internal-secret-0123456789"
 ADMIN_KEY = "orders-test-admin-key-0123456789"
@@ -41,46 +42,38 @@ class Stack:
     orders: httpx.AsyncClient | None = None
     membership: httpx.AsyncClient | None = None
     payments: httpx.AsyncClient | None = None
-    _stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = field(default_factory=list)
+    _running: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
-    async def serve(self, service: Any, port: int) -> httpx.AsyncClient:
-        # Bus.close() drains; a pull consumer cancelled mid-fetch can hold the drain for its
-        # whole default timeout (30 s), so tests bound it (reported to the lead).
-        service.infra.bus.nc.options["drain_timeout"] = 2
-        stop = asyncio.Event()
-        task = asyncio.create_task(runtime.serve(service, stop=stop))
-        self._stops.append((stop, task))
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        for _ in range(300):
-            with contextlib.suppress(httpx.TransportError):
-                await client.get("/openapi.json")
-                return client
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"service on port {port} did not start answering HTTP")
+    async def serve(
+        self, start: Callable[..., Awaitable[runtime.Service[Any]]], settings: ServiceSettings
+    ) -> httpx.AsyncClient:
+        """The service running (stopped by `stop`), and a client of its HTTP port."""
+        await self._running.enter_async_context(run_in_process(start, settings))
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=30)
+        self._running.push_async_callback(client.aclose)
+        return client
 
     async def start_membership(self) -> None:
         key = ensure_jwt_key(self.tmp / f"jwt-{uuid.uuid4().hex}.pem")
-        port = free_port()
         settings = MembershipSettings(
-            database_url=self.db.dsn("membership"), nats_url=self.nats_url, http_port=port,
+            database_url=self.db.dsn("membership"), nats_url=self.nats_url, http_port=free_port(),
             grpc_port=self.membership_grpc_port, internal_auth_secret=SECRET,
             environment="test", jwt_private_key_file=key, db_pool_max=10,
         )
-        self.membership = await self.serve(await membership_bootstrap.start(settings), port)
+        self.membership = await self.serve(membership_bootstrap.start, settings)
 
     async def start_payments(self) -> None:
-        port = free_port()
         settings = PaymentsSettings(
-            database_url=self.db.dsn("payments"), nats_url=self.nats_url, http_port=port,
+            database_url=self.db.dsn("payments"), nats_url=self.nats_url, http_port=free_port(),
             grpc_port=self.payments_grpc_port, internal_auth_secret=SECRET, environment="test",
             admin_api_key=ADMIN_KEY, jwks_url=self.jwks_url, db_pool_max=10,
         )
-        self.payments = await self.serve(await payments_bootstrap.start(settings), port)
+        self.payments = await self.serve(payments_bootstrap.start, settings)
 
     async def start_orders(self, **overrides: Any) -> None:
-        port = free_port()
         fields: dict[str, Any] = {
-            "database_url": self.db.dsn("orders"), "nats_url": self.nats_url, "http_port": port,
+            "database_url": self.db.dsn("orders"), "nats_url": self.nats_url,
+            "http_port": free_port(),
             "payments_target": f"127.0.0.1:{self.payments_grpc_port}",
             "membership_target": f"127.0.0.1:{self.membership_grpc_port}",
             "jwks_url": self.jwks_url, "internal_auth_secret": SECRET, "environment": "test",
@@ -88,8 +81,7 @@ class Stack:
             "rpc_timeout_s": 2.0, "db_pool_max": 60,
         }
         self.orders_settings = OrdersSettings(**(fields | overrides))
-        self.orders = await self.serve(
-            await orders_bootstrap.start(self.orders_settings), port)
+        self.orders = await self.serve(orders_bootstrap.start, self.orders_settings)
 
     @property
     def jwks_url(self) -> str:
@@ -99,12 +91,8 @@ class Stack:
         return f"{self.membership.base_url}/.well-known/jwks.json"
 
     async def stop(self) -> None:
-        for client in (self.orders, self.payments, self.membership):
-            if client is not None:
-                await client.aclose()
-        for stop, task in reversed(self._stops):
-            stop.set()
-            await task
+        """Every service started, last first, each after its client."""
+        await self._running.aclose()
 
     async def sql(self, service: str = "orders") -> asyncpg.Connection:
         return await asyncpg.connect(self.db.dsn(service), server_settings={"search_path": service})

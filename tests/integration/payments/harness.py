@@ -34,6 +34,7 @@ from services.payments.processor import CardProcessor
 from services.payments.settings import PaymentsSettings
 from tests.helpers import eventually, reset_streams
 from tests.infra import FreshDb, free_port
+from tests.integration.inprocess import run_in_process
 
 SECRET = "test-internal-secret-0123456789"
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -123,47 +124,23 @@ async def running_payments(
     `processor` replaces the simulated card processor (the outside world, not our code)."""
     await reset_streams(nats_url)
     issuer = TokenIssuer()
-    await issuer.start()
-    settings = PaymentsSettings(**{
-        "database_url": db.dsn("payments"), "nats_url": nats_url, "http_port": free_port(),
-        "grpc_port": free_port(), "internal_auth_secret": SECRET, "environment": "test",
-        "admin_api_key": ADMIN_KEY, "jwks_url": issuer.url, "db_pool_max": 10, **overrides,
-    })
-    svc = await bootstrap.start(settings, processor=processor)
-    stop = asyncio.Event()
-    serving = asyncio.create_task(runtime.serve(svc, stop=stop))
-    channel = grpcutil.channel(
-        f"127.0.0.1:{settings.grpc_port}", service="orders", secret=SECRET, timeout_s=10.0
-    )
-    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}")
-    try:
-        await eventually(_listening(settings.http_port), what="payments HTTP port", timeout_s=20)
+    async with contextlib.AsyncExitStack() as running:
+        await issuer.start()
+        running.push_async_callback(issuer.stop)
+        settings = PaymentsSettings(**{
+            "database_url": db.dsn("payments"), "nats_url": nats_url, "http_port": free_port(),
+            "grpc_port": free_port(), "internal_auth_secret": SECRET, "environment": "test",
+            "admin_api_key": ADMIN_KEY, "jwks_url": issuer.url, "db_pool_max": 10, **overrides,
+        })
+        svc = await running.enter_async_context(
+            run_in_process(bootstrap.start, settings, processor=processor))
+        channel = grpcutil.channel(
+            f"127.0.0.1:{settings.grpc_port}", service="orders", secret=SECRET, timeout_s=10.0)
+        running.push_async_callback(channel.close)
+        http = await running.enter_async_context(
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}"))
         yield Running(svc, settings, db, payments_pb2_grpc.PaymentServiceStub(channel), http,
                       issuer, nats_url)
-    finally:
-        await http.aclose()
-        await channel.close()
-        stop.set()
-        await serving
-        await issuer.stop()
-
-
-def _listening(port: int) -> Any:
-    """Whether the port accepts connections (uvicorn listens once the app has started).
-
-    Not /healthz: services/common/web.py answers it with the deprecated ORJSONResponse.
-    """
-
-    async def probe() -> bool:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return False
-        writer.close()
-        await writer.wait_closed()
-        return True
-
-    return probe
 
 
 async def rpc_error(call: Any) -> aio.AioRpcError:

@@ -43,10 +43,10 @@ class OrdersSettings(JwksClientSettings):
     # Checkouts of one hot SKU in progress at once in this process; beyond: 429 rate-limited.
     hot_sku_max_in_flight: int = Field(default=8, ge=1)
     # Checkouts in progress at once in this process; beyond: 503 overloaded + Retry-After.
-    # Measured on 2 cores (`make bench`): 10 keeps admitted p99 under 300 ms at twice the
-    # capacity (12 did not, 8 shed some at 80 % of it). Keep the hot-SKU limit below it,
-    # so a flash-sale crowd is told 429 (per SKU) rather than 503.
-    max_checkouts_in_flight: int = Field(default=10, ge=1)
+    # Batched, a checkout stays in flight across three batched steps, and the cap bounds
+    # every batch: 32 (docs/benchmarks.md, "the checkout cap with group commit"). Keep the
+    # hot-SKU limit below it, so a flash-sale crowd is told 429 (per SKU) rather than 503.
+    max_checkouts_in_flight: int = Field(default=32, ge=1)
     # Storefront listings (GET /v1/products, /v1/categories) are answered from memory this
     # long (single flight per distinct page); 0 turns it off. Product detail is never cached.
     listing_cache_s: float = Field(default=1.0, ge=0, le=60)

@@ -8,11 +8,12 @@ ports below, which the composition root fills in (tests/unit passes fakes).
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import asyncpg
 
@@ -25,6 +26,27 @@ from services.orders.settings import OrdersSettings
 from services.orders.store import idempotency, placing, settling, stock
 from services.orders.store.placing import Outcome, Placed, Placing
 from services.orders.store.settling import Settled, Settling
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Lost a lock race Postgres had to break (a cycle across replicas or with a statement
+# outside the lock order, or a serialization failure): run it again, a few times.
+_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+CONFLICT_ATTEMPTS = 3
+
+
+async def retried(attempt: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """`attempt()`, run again (up to CONFLICT_ATTEMPTS in all) when it loses a lock race;
+    each run is its own statement or transaction, rolled back in full when it lost."""
+    for n in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return await attempt()
+        except _CONFLICTS as exc:
+            if n == CONFLICT_ATTEMPTS:
+                raise
+            log.warning("lock conflict; retrying", extra={"step": what, "error": str(exc)})
+    raise AssertionError("unreachable")
 
 
 class PlaceStore(Protocol):
@@ -95,24 +117,33 @@ class PgPlaces:
 
     async def place(self, batch: Sequence[Placing]) -> Sequence[Placed]:
         try:
-            async with self.pool.acquire() as conn:
-                return await placing.place(conn, batch, claim_timeout_s=self.claim_timeout_s,
-                                           rate=self.rate())
-        except (asyncpg.CheckViolationError, asyncpg.DeadlockDetectedError) as exc:
-            # A member's first hit raced in from another statement, or a lock cycle across
-            # replicas: decide each order on its own.
+            return await self._place(batch)
+        except (asyncpg.CheckViolationError, *_CONFLICTS) as exc:
+            # A member's first hit raced in from another statement, or a lost lock race:
+            # decide each order on its own.
             if len(batch) > 1:
                 return [(await self.place([p]))[0] for p in batch]
             if ratelimit.is_refusal(exc):
                 return [Placed(Outcome.RATE)]
+            if isinstance(exc, _CONFLICTS):
+                return await retried(lambda: self._place(batch), what="place")
             raise
+
+    async def _place(self, batch: Sequence[Placing]) -> Sequence[Placed]:
+        async with self.pool.acquire() as conn:
+            return await placing.place(conn, batch, claim_timeout_s=self.claim_timeout_s,
+                                       rate=self.rate())
 
     async def place_reserved(self, item: Placing, *, hot: Set[uuid.UUID] | None) -> Placed:
         """A bucketed SKU's order: its units taken (from the buckets) in a transaction,
         then the placing statement in it; all undone unless the order is placed."""
+        return await retried(lambda: self._place_reserved(item, hot=hot), what="place")
+
+    async def _place_reserved(self, item: Placing, *, hot: Set[uuid.UUID] | None) -> Placed:
         order = item.order
         try:
             async with self.pool.acquire() as conn, conn.transaction():
+                await placing.lock_cart(conn, order)  # first: the lock order's cart lines
                 if await idempotency.lookup(conn, member_id=order.member_id,
                                             key=order.idempotency_key) is not None:
                     return Placed(Outcome.HELD)  # a retry: no bucket touched
@@ -136,14 +167,26 @@ class PgSettles:
     pool: asyncpg.Pool
 
     async def settle(self, batch: Sequence[Settling]) -> Sequence[Settled]:
+        try:
+            return await self._settle(batch)
+        except _CONFLICTS:
+            if len(batch) > 1:  # lost a lock race: settle each order on its own
+                return [(await self.settle([x]))[0] for x in batch]
+            return await retried(lambda: self._settle(batch), what="settle")
+
+    async def _settle(self, batch: Sequence[Settling]) -> Sequence[Settled]:
         async with self.pool.acquire() as conn:
             return await settling.settle(conn, batch)
 
     async def settle_refilled(self, item: Settling) -> Settled:
         """A cancelled order of a bucketed SKU: its units back into the buckets, then the
         settling statement, in one transaction (undone unless the order is settled)."""
+        return await retried(lambda: self._settle_refilled(item), what="settle")
+
+    async def _settle_refilled(self, item: Settling) -> Settled:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
+                await settling.lock_order(conn, item.order)  # first: order, cart lines
                 refilled = await stock.refill(conn, item.order.lines)
                 [settled] = await settling.settle(conn, [item], refilled=refilled)
                 if settled != Settled.DONE:

@@ -1,12 +1,13 @@
 """Placing PENDING orders: one statement for a whole batch, each order with its own outcome.
 
-The statement locks in one order, the same for every statement and transaction that
-places: the orders' cart lines, then the SKUs' rows (by SKU id), then the members' rate
-rows (by member), then it claims the keys (by member and key). It first decides each
-order against the locked rows, then writes only for the orders that are placed, so an
-order out of stock, past its member's rate, with a key already held or a cart changed
-never fails its neighbours. Two orders of one member never share a batch (the caller
-keeps them apart), so each member's rate row and cart lines are decided once.
+The statement locks in the lock order of `services.orders.store` (cart lines, SKU rows,
+rate rows, keys); a bucketed SKU's transaction calls `lock_cart` before it takes units
+from the buckets, so its cart lines are locked before buckets and SKU rows there too.
+It first decides each order against the locked rows, then writes only for the orders
+that are placed, so an order out of stock, past its member's rate, with a key already
+held or a cart changed never fails its neighbours. Two orders of one member never share
+a batch (the caller keeps them apart), so each member's rate row and cart lines are
+decided once.
 """
 
 from __future__ import annotations
@@ -195,6 +196,17 @@ def _arguments(
         *outbox.arrays([p.event for p in batch]), claim_timeout_s, *rate, list(reserved),
         [o.tier for o in orders], [o.discount_bps for o in orders],
     ]
+
+
+_LOCK_CART = ("SELECT 1 FROM cart_items WHERE member_id = $1 AND order_id IS NULL "
+              "AND sku_id = ANY($2::uuid[]) ORDER BY member_id, sku_id FOR UPDATE")
+
+
+async def lock_cart(conn: asyncpg.Connection, order: Order) -> None:
+    """Lock a cart order's unclaimed cart lines inside the caller's transaction: the first
+    step of the lock order, taken before a bucketed SKU's buckets and SKU rows."""
+    if order.from_cart:
+        await conn.execute(_LOCK_CART, order.member_id, [x.sku_id for x in order.lines])
 
 
 async def place(

@@ -3,10 +3,11 @@
 For each order still PENDING: its status, payment and reason; its claimed cart lines
 deleted (bought) or given back (cancelled); its held units sold or back on hand; its
 events in the outbox; the checkout's answer stored under its key. An order no longer
-PENDING is left exactly as it is. Locks, in order: the orders' rows, the SKUs' rows (by
-SKU id), the cart lines, the keys. A cancelled order's units of a bucketed SKU belong in
-the SKU's buckets: the caller's transaction puts them there first and names the SKUs in
-`refilled`; without that such an order is not settled here (BUCKETS).
+PENDING is left exactly as it is. Locks, in the lock order of `services.orders.store`:
+the orders' rows, their cart lines, the SKUs' rows, the keys; every lock is taken before
+the first write. A cancelled order's units of a bucketed SKU belong in the SKU's buckets:
+the caller's transaction locks the order (`lock_order`), puts the units there and names
+the SKUs in `refilled`; without that such an order is not settled here (BUCKETS).
 """
 
 from __future__ import annotations
@@ -51,17 +52,23 @@ WITH s AS (
     SELECT o.id, o.member_id, o.from_cart FROM orders o
     WHERE o.id IN (SELECT order_id FROM s) AND o.status = 'PENDING'
     ORDER BY o.id FOR UPDATE OF o
+), held_cart AS (
+    SELECT c.sku_id FROM cart_items c JOIN locked k ON k.from_cart
+        AND c.member_id = k.member_id AND c.order_id = k.id
+    WHERE (SELECT count(*) FROM locked) >= 0
+    ORDER BY c.member_id, c.sku_id FOR UPDATE OF c
 ), lines AS (
     SELECT l.order_id, l.sku_id, l.quantity FROM order_lines l
     WHERE l.order_id IN (SELECT id FROM locked)
 ), stock AS (
     SELECT k.id, k.bucketed AND NOT k.id = ANY($15::uuid[]) AS bucketed FROM skus k
-    WHERE k.id IN (SELECT sku_id FROM lines) ORDER BY k.id FOR UPDATE OF k
+    WHERE k.id IN (SELECT sku_id FROM lines) AND (SELECT count(*) FROM held_cart) >= 0
+    ORDER BY k.id FOR UPDATE OF k
 ), movable AS (
     SELECT s.*, k.member_id, k.from_cart FROM s JOIN locked k ON k.id = s.order_id
-    WHERE s.status = 'CONFIRMED' OR NOT EXISTS (
+    WHERE (SELECT count(*) FROM stock) >= 0 AND (s.status = 'CONFIRMED' OR NOT EXISTS (
         SELECT 1 FROM lines l JOIN stock t ON t.id = l.sku_id
-        WHERE l.order_id = s.order_id AND t.bucketed)
+        WHERE l.order_id = s.order_id AND t.bucketed))
 ), changed AS (
     UPDATE orders o SET status = m.status, payment_id = coalesce(m.payment_id, o.payment_id),
         cancel_reason = coalesce(m.cancel_reason, o.cancel_reason),
@@ -120,6 +127,14 @@ def _arguments(batch: Sequence[Settling], refilled: Collection[uuid.UUID]) -> li
         [x.reply_status for x in batch], [x.reply_body for x in batch],
         *outbox.arrays([e for _, e in events]), [n for n, _ in events], list(refilled),
     ]
+
+
+async def lock_order(conn: asyncpg.Connection, order: Order) -> None:
+    """Lock an order's row and the cart lines it holds inside the caller's transaction: the
+    first steps of the lock order, taken before a refill touches the buckets."""
+    await conn.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", order.id)
+    await conn.execute("SELECT 1 FROM cart_items WHERE member_id = $1 AND order_id = $2 "
+                       "ORDER BY member_id, sku_id FOR UPDATE", order.member_id, order.id)
 
 
 async def settle(

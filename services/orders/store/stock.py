@@ -4,8 +4,8 @@ For every SKU `initial_stock + restocked = stock + held + sold` on its `skus` ro
 bucketed SKU also keeps its on-hand units in `sku_stock_buckets`, and `skus.stock` is the
 sum of its buckets: both change in the same transaction.
 
-Lock order, the same in every transaction so two of them never deadlock: first bucket
-rows (by SKU id, one bucket per SKU at a time), then `skus` rows (by SKU id). A buyer who
+Lock order (steps 3 and 4 of the one in `services.orders.store`, after cart lines): first
+bucket rows (by SKU id, one bucket per SKU at a time), then `skus` rows (by SKU id). A buyer who
 finds every bucket empty fails without touching the `skus` row, so a sold-out crowd does
 not queue on it.
 """

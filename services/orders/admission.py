@@ -24,6 +24,10 @@ SHED_DETAIL = "too many checkouts in progress; retry in a moment"
 MEMBER_DETAIL = "too many checkouts from this member; slow down"
 
 
+def hot_sku_detail(sku: uuid.UUID) -> str:
+    return f"too many buyers of SKU {sku} at once; retry in a moment"
+
+
 @dataclass
 class SkuGate:
     """At most `limit` checkouts of one hot SKU in progress at once."""
@@ -31,13 +35,21 @@ class SkuGate:
     limit: int
     _in_flight: dict[uuid.UUID, int] = field(default_factory=dict)
 
+    @property
+    def any_full(self) -> bool:
+        """Some SKU has `limit` checkouts in progress (few SKUs are ever in flight)."""
+        return any(n >= self.limit for n in self._in_flight.values())
+
+    def full_among(self, sku_ids: Iterable[uuid.UUID]) -> uuid.UUID | None:
+        """The first of `sku_ids` whose checkouts in progress are at the limit, if any."""
+        return next((s for s in sku_ids if self._in_flight.get(s, 0) >= self.limit), None)
+
     @contextlib.contextmanager
     def admit(self, sku_ids: Iterable[uuid.UUID]) -> Iterator[None]:
         """Enter for every SKU or for none; 429 when one of them is full."""
         ids = sorted(set(sku_ids))
-        for sku in ids:
-            if self._in_flight.get(sku, 0) >= self.limit:
-                raise rate_limited(1, f"too many buyers of SKU {sku} at once; retry in a moment")
+        if (full := self.full_among(ids)) is not None:
+            raise rate_limited(1, hot_sku_detail(full))
         for sku in ids:
             self._in_flight[sku] = self._in_flight.get(sku, 0) + 1
         try:

@@ -60,7 +60,8 @@ async def start(
     app.include_router(api.router())
     asgi.wrap_outermost(app, lambda stack: ListingFastPath(
         stack, context.listings, paths=("/v1/products", "/v1/categories")))
-    asgi.wrap_outermost(app, lambda stack: CheckoutShedding(stack, context.admission.checkouts))
+    asgi.wrap_outermost(app, lambda stack: CheckoutShedding(
+        stack, context.admission.checkouts, context.admission.hot_gate))
     infra.consumers.append(inbox.Consumer(
         pool=infra.pool, bus=infra.bus, name="orders-payments", stream="PAYMENTS",
         subjects=["payments.payment.refunded"], handler=handlers.on_payment_refunded,

@@ -69,3 +69,38 @@ async def test_with_a_free_slot_a_checkout_gets_the_apps_own_answers(services: S
         headers={"Authorization": "Bearer forged", "Idempotency-Key": uuid.uuid4().hex})
 
     assert unsigned.status_code == 401, unsigned.text
+
+
+async def test_a_hot_skus_crowd_past_its_gate_is_refused_at_the_door(services: Stack) -> None:
+    """While a hot SKU has its limit of checkouts in progress, the rest of its crowd is
+    answered the gate's 429 before the app: no token, member or stock is looked at."""
+    await services.start_membership()
+    await services.start_payments()
+    await services.start_orders(hot_sku_max_in_flight=1, rpc_timeout_s=5.0)
+    assert services.orders is not None
+    sku = await hot_sku(services.orders, stock=5)
+    buyers = [await services.member() for _ in range(4)]
+    # The slow card holds the SKU's only place in the gate for about three seconds.
+    slow = asyncio.create_task(checkout(services, buyers[0], sku["id"], token="tok_slow"))
+    await eventually(lambda: counters(services, sku["id"]), until=lambda c: c["held"] == 1,
+                     what="the slow checkout holding its unit")
+
+    # Through the app this would be a 401: the refusal comes first.
+    forged = await services.orders.post(
+        "/v1/orders", json=f.order_body((uuid.UUID(sku["id"]), 1)),
+        headers={"Authorization": "Bearer forged", "Idempotency-Key": uuid.uuid4().hex})
+    crowd = await asyncio.gather(*(checkout(services, buyers[n % 4], sku["id"])
+                                   for n in range(24)))
+    during = await counters(services, sku["id"])
+    held_up = await slow
+    after = await checkout(services, buyers[1], sku["id"])
+
+    assert forged.status_code == 429, forged.text
+    assert forged.headers["content-type"] == "application/problem+json"
+    assert forged.headers["retry-after"] == "1"
+    assert forged.json()["type"].endswith("/rate-limited")
+    assert sku["id"] in forged.json()["detail"]
+    assert [a.status_code for a in crowd] == [429] * 24
+    assert (during["held"], during["sold"]) == (1, 0)  # no unit taken by the crowd
+    assert held_up.status_code in (201, 202), held_up.text
+    assert after.status_code == 201, after.text  # the gate free: the app answers again

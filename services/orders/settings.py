@@ -68,6 +68,9 @@ class OrdersSettings(JwksClientSettings):
     # Test-only: hold a checkout request this long at `fault_hold_at` (to crash a peer there).
     fault_hold_at: Literal["after_authorize", "after_capture"] | None = None
     fault_hold_s: float = Field(default=0.0, ge=0, le=60)
+    # Test-only: the crash (or hold) fires once this many checkout requests are at that
+    # step together, e.g. a whole placing or payment batch (1: at the first one).
+    fault_batch_of: int = Field(default=1, ge=1, le=256)
 
     @field_validator("payments_target", "membership_target")
     @classmethod

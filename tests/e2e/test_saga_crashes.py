@@ -26,6 +26,10 @@ from tests.helpers import eventually
 pytestmark = SINGLE_ONLY
 
 STEPS = ("after_reserve", "after_authorize", "after_confirm")
+# Checkouts in flight together when a process is killed: placed, paid or settled as a batch.
+BATCH = 4
+# Wide enough that the concurrent checkouts of a test share their batches.
+BATCHING = {"ORDERS_CHECKOUT_BATCH_WINDOW_MS": "50", "ORDERS_RECOVERY_GRACE_S": "1"}
 
 
 @contextlib.asynccontextmanager
@@ -151,3 +155,97 @@ async def test_payments_killed_before_and_during_a_sale(
 
     assert set(final.values()) <= {"CONFIRMED", "CANCELLED"}, final
     await assert_audit_clean(stack)
+
+
+async def final_states(stack: Stack, members: list[str]) -> list[asyncpg.Record]:
+    """Each order of the members with its payments once none is PENDING any more."""
+    async def rows() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(stack.db.auditor_dsn)
+        try:
+            return list(await conn.fetch(
+                "SELECT o.id, o.status, array_remove(array_agg(p.status), NULL) AS payments "
+                "FROM orders.orders o LEFT JOIN payments.payments p ON p.order_id = o.id "
+                "WHERE o.member_id = ANY($1::uuid[]) GROUP BY o.id, o.status",
+                [uuid.UUID(m) for m in members]))
+        finally:
+            await conn.close()
+
+    return await eventually(rows, until=lambda r: all(x["status"] != "PENDING" for x in r),
+                            timeout_s=90, what="every order of the batch settled")
+
+
+def assert_settled_once(orders: list[asyncpg.Record], expected: int) -> None:
+    """Every order CONFIRMED or CANCELLED; one payment at most per order, and money kept
+    (captured) exactly for the confirmed ones."""
+    assert len(orders) == expected, orders
+    for order in orders:
+        assert order["status"] in ("CONFIRMED", "CANCELLED"), dict(order)
+        assert len(order["payments"]) <= 1, dict(order)
+        charged = any(p in ("CAPTURED", "PARTIALLY_REFUNDED") for p in order["payments"])
+        assert charged == (order["status"] == "CONFIRMED"), dict(order)
+
+
+async def checkouts(http: httpx.AsyncClient, stack: Stack, buyers: list[factories.SignedIn],
+                    sku_id: str) -> list[httpx.Response | BaseException]:
+    """One checkout per buyer, all at once (so that they share their batches)."""
+    return await asyncio.gather(*(
+        http.post(f"{stack.url('orders')}/v1/orders", json=factories.order_body(sku_id),
+                  headers=buyer.auth | factories.idem()) for buyer in buyers),
+        return_exceptions=True)
+
+
+async def test_orders_killed_in_the_middle_of_a_batch_settles_every_order_once(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    # One buyer per checkout: two orders of one member never share a placing batch.
+    buyers = [await factories.member(http, stack.url("membership")) for _ in range(BATCH)]
+    sku = await factories.sku_in_stock(http, stack.url("orders"),
+                                       min_stock=BATCH * len(STEPS))
+    async with orders_env(stack, ORDERS_FAULT_BATCH_OF=str(BATCH), **BATCHING):
+        for step in STEPS:
+            # The kill waits until all BATCH checkouts are at the step: a whole batch placed
+            # and not paid, paid and not settled, or settled and not answered.
+            await restart(stack, "orders", ORDERS_FAULT_CRASH_AT=step)
+            answers = await checkouts(http, stack, buyers, sku["id"])
+            assert all(isinstance(a, httpx.TransportError) for a in answers), (step, answers)
+            await asyncio.to_thread(stack.children["orders"].proc.wait)
+        stack.env["orders"].pop("ORDERS_FAULT_CRASH_AT")
+        await restart(stack, "orders")
+        orders = await final_states(stack, [b.id for b in buyers])
+
+    assert_settled_once(orders, BATCH * len(STEPS))
+    await assert_audit_clean(stack)
+
+
+async def test_payments_killed_in_the_middle_of_a_batch_settles_every_order_once(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    buyers = [await factories.member(http, stack.url("membership")) for _ in range(BATCH)]
+    sku = await factories.sku_in_stock(http, stack.url("orders"), min_stock=BATCH)
+
+    async def placed() -> int:
+        return len(await orders_of(stack, [b.id for b in buyers]))
+
+    async with orders_env(stack, **BATCHING):
+        async with service_env(stack, "payments", PAYMENTS_PROCESSOR_LATENCY_MS="700"):
+            # The batch's sale is at the (slow) processor, nothing recorded yet, when
+            # payments dies.
+            during = asyncio.create_task(checkouts(http, stack, buyers, sku["id"]))
+            await eventually(placed, until=lambda n: n == BATCH, what="the batch placed")
+            await asyncio.sleep(0.3)
+            stack.kill("payments")
+            answers = await during
+            assert [getattr(a, "status_code", a) for a in answers] == [202] * BATCH, answers
+        orders = await final_states(stack, [b.id for b in buyers])
+
+    assert_settled_once(orders, BATCH)
+    await assert_audit_clean(stack)
+
+
+async def orders_of(stack: Stack, members: list[str]) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(stack.db.auditor_dsn)
+    try:
+        return list(await conn.fetch("SELECT id FROM orders.orders WHERE member_id = "
+                                     "ANY($1::uuid[])", [uuid.UUID(m) for m in members]))
+    finally:
+        await conn.close()

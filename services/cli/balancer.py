@@ -56,12 +56,14 @@ def haproxy_config(
         # attempts) would otherwise count every shopper as the balancer's one address.
         # uvicorn believes the header from 127.0.0.1 only (its forwarded_allow_ips).
         "  option forwardfor",
-        # A connection refused by a dying replica is retried on another one. Only connection
-        # failures are retried: a request a replica received is never sent again (a POST
-        # without an Idempotency-Key, a registration say, must not run twice).
+        # A request that failed on a dying replica is sent to another one: a connection it
+        # refused, or one it closed without a byte of answer (killed with the request in
+        # hand, or while its kept-alive connection was being reused). The replica may have
+        # acted on such a request, so writes are sent again only with an Idempotency-Key
+        # (each backend's disable-l7-retry); reads and keyed writes are safe to repeat.
         "  option redispatch 1",
         "  retries 2",
-        "  retry-on conn-failure",
+        "  retry-on conn-failure empty-response",
         "  timeout connect 2s",
         "  timeout client 75s",
         "  timeout server 60s",
@@ -81,6 +83,9 @@ def haproxy_config(
             f"backend {b.name}",
             "  balance leastconn",
             "  http-reuse safe",
+            # A registration, say, must not run twice: a write without a key is not resent.
+            "  acl write method POST PUT PATCH DELETE",
+            "  http-request disable-l7-retry if write !{ req.hdr(idempotency-key) -m found }",
             "  option httpchk GET /readyz",
             "  http-check expect status 200",
         ]

@@ -25,7 +25,10 @@ class PaymentsSettings(JwksClientSettings):
     # The simulated card processor and the guards around it.
     processor_latency_ms: int = Field(default=0, ge=0)
     processor_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    processor_timeout_ms: int = Field(default=2_000, ge=1)
+    # Below its callers' gRPC deadline (orders' ORDERS_RPC_TIMEOUT_S, 2 s), so that payments
+    # answers UNAVAILABLE and counts the failure itself: were they equal, the caller's
+    # deadline would cancel the call first and the breaker would never see the timeout.
+    processor_timeout_ms: int = Field(default=1_500, ge=1)
     # The breaker opens when, among at least `minimum_calls` distinct requests in the last
     # `window_s`, the share that failed reaches `failure_rate` (see breaker.py); it tries
     # again after `reset_s` with up to `half_open_trials` new requests at once.

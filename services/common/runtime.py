@@ -233,7 +233,13 @@ async def serve(
             await grpc_server.stop(grace=5)
         with contextlib.suppress(asyncio.CancelledError):
             await server_task  # raises if the HTTP server could not start
-    finally:  # stopped or failed: nothing keeps running behind the caller's back
+    finally:  # stopped, failed or cancelled: nothing keeps running behind the caller's back
+        if not server_task.done():  # cancelled (while draining, say): still close the port
+            http.should_exit = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(server_task, timeout=stop_within_s)
+        if grpc_server is not None:
+            await grpc_server.stop(grace=None)  # at once; a no-op when already stopped
         for task in [*background, stopped]:
             task.cancel()
         done, late = await asyncio.wait([*background, stopped], timeout=stop_within_s)

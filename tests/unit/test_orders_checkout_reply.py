@@ -12,8 +12,8 @@ import pytest
 from seeds.catalog import PRODUCTS, SKUS, generate
 from services.common.errors import Problem
 from services.orders.api.deps import decode_cursor, encode_cursor
-from services.orders.saga import CheckoutRequest
 from services.orders.domain.order import Line, Order
+from services.orders.saga import CheckoutRequest
 from services.orders.views import checkout_reply
 
 SKU = uuid.uuid4()

@@ -87,15 +87,21 @@ class Pipeline:
             "place", places.place, key=lambda p: p.order.member_id, **shape)  # type: ignore[arg-type]
         self._pay: Batcher[Order, Payment] = Batcher(
             "pay", payments.authorize_batch, **shape)  # type: ignore[arg-type]
+        # Recovery's retries pay in batches of their own: a retry is most likely a card that
+        # did not answer in time before, and a batch is answered when its slowest card is,
+        # so sharing one would make fresh checkouts wait on known-slow cards.
+        self._pay_retries: Batcher[Order, Payment] = Batcher(
+            "pay", payments.authorize_batch, **shape)  # type: ignore[arg-type]
         self._settle: Batcher[Settling, Settled] = Batcher(
             "settle", settles.settle, **shape)  # type: ignore[arg-type]
 
     async def place(self, item: Placing) -> Placed:
         return await self._place.submit(item)
 
-    async def pay(self, order: Order) -> Payment:
-        """The payment (a sale) for the order; raises the client's Rejected/Unavailable."""
-        return await self._pay.submit(order)
+    async def pay(self, order: Order, *, retry: bool = False) -> Payment:
+        """The payment (a sale) for the order; raises the client's Rejected/Unavailable.
+        `retry`: recovery asking again, batched apart from fresh checkouts."""
+        return await (self._pay_retries if retry else self._pay).submit(order)
 
     async def settle(self, item: Settling) -> Settled:
         return await self._settle.submit(item)

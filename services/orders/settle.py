@@ -49,7 +49,7 @@ async def drive(ctx: Context, order: Order, *, ask_first: bool) -> Order:
                          extra={"order_id": str(order.id), "error": str(exc)})
                 return await cancel(ctx, order, reason=CancelReason.POINTS_UNAVAILABLE)
         try:
-            payment = await ctx.pipeline.pay(order)
+            payment = await ctx.pipeline.pay(order, retry=ask_first)
         except Rejected as exc:
             if exc.code not in _DECLINING_CODES:
                 raise Unavailable(str(exc)) from exc

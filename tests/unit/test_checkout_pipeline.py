@@ -118,6 +118,19 @@ async def test_a_declined_card_fails_only_its_own_payment() -> None:
     assert sum(payments.calls) == 3 and len(payments.calls) <= 2
 
 
+async def test_recovery_retries_never_share_a_payment_batch_with_fresh_checkouts() -> None:
+    """A batch is answered when its slowest card is: a fresh checkout must not wait on a
+    retry of a card that already failed to answer in time."""
+    payments = FakePayments()
+    pipeline = _pipeline(FakePlaces(), payments)
+    fresh, retries = [_order(), _order()], [_order(token="tok_slow"), _order(token="tok_slow")]
+
+    await asyncio.gather(*(pipeline.pay(o) for o in fresh),
+                         *(pipeline.pay(o, retry=True) for o in retries))
+
+    assert sorted(payments.calls) == [2, 2]  # two batches, one of each kind
+
+
 async def test_a_lone_checkout_never_waits_for_company() -> None:
     places = FakePlaces()
     pipeline = _pipeline(places, company=1, window_s=5.0)

@@ -31,7 +31,8 @@ def build_gateway(
     breaker = CircuitBreaker(
         window_s=settings.breaker_window_s, minimum_calls=settings.breaker_minimum_calls,
         failure_rate=settings.breaker_failure_rate, reset_after_s=settings.breaker_reset_s,
-        half_open_trials=settings.breaker_half_open_trials, clock=clock,
+        half_open_trials=settings.breaker_half_open_trials, alive_s=settings.breaker_alive_s,
+        clock=clock,
     )
     return ProcessorGateway(processor, breaker, timeout_s=settings.processor_timeout_ms / 1000)
 

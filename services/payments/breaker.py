@@ -87,7 +87,7 @@ class CircuitBreaker:
 
     def __init__(
         self, *, window_s: float, minimum_calls: int, failure_rate: float, reset_after_s: float,
-        half_open_trials: int = 3, clock: Clock = time.monotonic,
+        half_open_trials: int = 3, alive_s: float = 0.0, clock: Clock = time.monotonic,
     ) -> None:  # fmt: skip
         if window_s <= 0 or reset_after_s <= 0:
             raise ValueError(f"window_s and reset_after_s must be > 0, got {window_s}, "
@@ -100,6 +100,10 @@ class CircuitBreaker:
         self.minimum_calls, self.failure_rate = minimum_calls, failure_rate
         self.reset_after_s, self.half_open_trials = reset_after_s, half_open_trials
         self._clock = clock
+        # A processor that answered a card this recently is up: the failures around it are
+        # cards of their own (too slow, say), not an outage, and do not open the breaker.
+        self.alive_s = alive_s
+        self._answered_at = -math.inf
         self._window = _Window(window_s)
         self._failed: OrderedDict[str, float] = OrderedDict()  # subject -> last failure
         self._state = BreakerState.CLOSED
@@ -149,6 +153,7 @@ class CircuitBreaker:
 
     def record_success(self, permit: Permit) -> None:
         self._release(permit)
+        self._answered_at = self._clock()
         self._failed.pop(permit.subject, None)
         if self.state is BreakerState.HALF_OPEN:
             self._close()
@@ -174,7 +179,8 @@ class CircuitBreaker:
 
     def _tripped(self, now: float) -> bool:
         calls, failures = self._window.totals(now)
-        return calls >= self.minimum_calls and failures >= self.failure_rate * calls
+        return (calls >= self.minimum_calls and failures >= self.failure_rate * calls
+                and now - self._answered_at >= self.alive_s)
 
     def _known_failure(self, subject: str) -> bool:
         failed_at = self._failed.get(subject)

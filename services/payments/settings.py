@@ -33,6 +33,9 @@ class PaymentsSettings(JwksClientSettings):
     # `window_s`, the share that failed reaches `failure_rate` (see breaker.py); it tries
     # again after `reset_s` with up to `half_open_trials` new requests at once.
     breaker_window_s: float = Field(default=30.0, gt=0)
+    # ...unless the processor answered some card within this many seconds: then it is up,
+    # and the failures are cards of their own (slow ones), not an outage.
+    breaker_alive_s: float = Field(default=5.0, ge=0)
     breaker_minimum_calls: int = Field(default=20, ge=1)
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)

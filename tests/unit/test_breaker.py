@@ -206,3 +206,19 @@ def test_nonsense_settings_are_refused(
     with pytest.raises(ValueError):
         CircuitBreaker(window_s=window, minimum_calls=minimum, failure_rate=rate,
                        reset_after_s=reset, half_open_trials=trials)
+
+
+def test_slow_cards_beside_answered_ones_do_not_open_it(clock: Clock) -> None:
+    """Cards that time out while the processor answers others are cards of their own: the
+    breaker opens only once nothing has been answered for `alive_s`."""
+    breaker = CircuitBreaker(window_s=30.0, minimum_calls=4, failure_rate=0.5,
+                             reset_after_s=10.0, alive_s=5.0, clock=clock)
+    call(breaker, "good", ok=True)
+    for i in range(6):
+        clock.now += 0.5
+        call(breaker, f"slow{i}", ok=False)
+    assert breaker.state is BreakerState.CLOSED  # 6 of 7 failed, but 3 s ago it answered
+
+    clock.now += 2.0
+    call(breaker, "slow-late", ok=False)
+    assert breaker.state is BreakerState.OPEN  # nothing answered for 5 s: an outage

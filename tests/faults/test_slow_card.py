@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 
 from tests import factories
-from tests.faults.burst import assert_audit_clean, assert_outboxes_drained, checkout_burst
-from tests.faults.harness import Catalog, ServiceStack
+from tests.faults.burst import (
+    assert_audit_clean,
+    assert_outboxes_drained,
+    checkout_burst,
+    members,
+)
+from tests.faults.harness import Catalog, ServiceStack, make_catalog, service_stack
 from tests.helpers import eventually
 
 SLOW_ORDERS = 15
@@ -37,6 +44,29 @@ async def _statuses(stack: ServiceStack, ids: list[str]) -> Counter[tuple[str, s
     rows = await stack.sql(
         "SELECT status, cancel_reason FROM orders.orders WHERE id = ANY($1::uuid[])", ids)
     return Counter((r["status"], r["cancel_reason"]) for r in rows)
+
+
+# A stack of its own: the scenario is "15 slow cards are the only trouble". After the
+# outage scenarios of this package (Postgres and NATS restarted, the breaker tripped) the
+# same test saw 10 of 30 good checkouts answered 202 on the shared stack, while on a fresh
+# one it passes every time; that difference is not explained yet (see the closing note of
+# the session that added this), so it is not allowed to hide the regression this guards.
+@pytest.fixture(scope="module")
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[ServiceStack]:
+    request.getfixturevalue("_embedded_servers_guard")
+    async with service_stack("slowcard") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+async def catalog(stack: ServiceStack) -> Catalog:
+    return await make_catalog(stack)
+
+
+@pytest.fixture(scope="module")
+async def buyers(stack: ServiceStack) -> list[factories.SignedIn]:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        return await members(client, stack)
 
 
 async def test_slow_cards_in_recovery_do_not_hold_up_other_checkouts(

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import nats
+import nats.errors
+import nats.js.errors
 
 T = TypeVar("T")
+
+
+async def publish_once(
+    nc: nats.NATS, subject: str, *, timeout_s: float
+) -> tuple[str, bool]:
+    """Publish one JetStream message on `nc`, then close it: its Nats-Msg-Id, and whether
+    it was acknowledged (a publish the server denies is never acknowledged)."""
+    msg_id = str(uuid.uuid4())
+    try:
+        await nc.jetstream(timeout=timeout_s).publish(subject, b"x",
+                                                      headers={"Nats-Msg-Id": msg_id})
+        acked = True
+    except (nats.errors.TimeoutError, nats.js.errors.Error, TimeoutError):
+        acked = False
+    finally:
+        await nc.close()
+    return msg_id, acked
 
 
 async def reset_streams(nats_url: str) -> None:

@@ -14,7 +14,7 @@ from services.cli.natsserver import with_credentials
 from services.common.bus import Bus
 from tests import factories
 from tests.faults.harness import NATS_PASSWORDS, ServiceStack
-from tests.helpers import eventually
+from tests.helpers import eventually, publish_once
 
 
 async def connect(stack: ServiceStack, user: str, errors: list[str]) -> nats.NATS:
@@ -44,15 +44,7 @@ async def stream_has(stack: ServiceStack, stream: str, msg_id: str) -> bool:
 
 async def publish(stack: ServiceStack, user: str, subject: str) -> tuple[str, list[str], bool]:
     errors: list[str] = []
-    nc = await connect(stack, user, errors)
-    msg_id = str(uuid.uuid4())
-    try:
-        await nc.jetstream(timeout=2).publish(subject, b"x", headers={"Nats-Msg-Id": msg_id})
-        acked = True
-    except (nats.errors.TimeoutError, nats.js.errors.Error, TimeoutError):
-        acked = False
-    finally:
-        await nc.close()
+    msg_id, acked = await publish_once(await connect(stack, user, errors), subject, timeout_s=2)
     return msg_id, errors, acked
 
 

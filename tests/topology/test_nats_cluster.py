@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from services.common.bus import Bus
 from services.common.events import STREAMS
 from services.common.settings import ServiceSettings
 from tests.faults.nats_cluster import remove_cluster, start_cluster
-from tests.helpers import eventually
+from tests.helpers import eventually, publish_once
 from tests.infra import free_port
 
 pytestmark = pytest.mark.topology
@@ -71,15 +70,8 @@ async def ensure_streams(servers: str, user: str, replicas: int) -> None:
 async def publish(servers: str, user: str, subject: str) -> tuple[str, list[str], bool]:
     """Publish one message as `user`; its Nats-Msg-Id, the errors the server sent, acked?"""
     errors: list[str] = []
-    nc = await connect(servers, user, errors)
-    msg_id = str(uuid.uuid4())
-    try:
-        await nc.jetstream(timeout=3).publish(subject, b"x", headers={"Nats-Msg-Id": msg_id})
-        acked = True
-    except (nats.errors.TimeoutError, nats.js.errors.Error, TimeoutError):
-        acked = False
-    finally:
-        await nc.close()
+    msg_id, acked = await publish_once(await connect(servers, user, errors), subject,
+                                       timeout_s=3)
     return msg_id, errors, acked
 
 

@@ -29,9 +29,10 @@ $(PY):
 
 # Debian's packages the project drives (never downloaded builds), as <binary>:<package>:
 # PgBouncer (`marketplace up --pooler`), HAProxy (`--replicas`), and for the tests also
-# Chromium (the dashboard test). Only the missing ones are installed.
+# Chromium (the dashboard test) and Prometheus (promtool checks metrics and alert rules).
+# Only the missing ones are installed.
 RUN_PACKAGES  := /usr/sbin/pgbouncer:pgbouncer /usr/sbin/haproxy:haproxy
-TEST_PACKAGES := $(RUN_PACKAGES) /usr/bin/chromium:chromium
+TEST_PACKAGES := $(RUN_PACKAGES) /usr/bin/chromium:chromium /usr/bin/promtool:prometheus
 run: PACKAGES = $(RUN_PACKAGES)
 test: PACKAGES = $(TEST_PACKAGES)
 PACKAGES ?= $(TEST_PACKAGES)

@@ -189,9 +189,11 @@ def create_app(
     `context` is what the service's routes need (pool, clients, keys); they get it through
     `context_of`, so every service keeps it in the one place, `app.state.ctx`.
     """
+    # FastAPI's own telemetry would start a second server span (and metrics and log
+    # records) for every request beside ours (`telemetry.instrument_app`): off.
     app = FastAPI(
         title=title, version=version, description=description,
-        lifespan=lifespan,
+        lifespan=lifespan, telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = context
     errors.install(app)

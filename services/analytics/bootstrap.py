@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
-from services.analytics import handlers, metrics
+from services.analytics import handlers, metrics, store
 from services.analytics.api import dashboard, insights, reports, views
 from services.analytics.api.deps import Context
 from services.analytics.batch import BatchConsumer
@@ -81,6 +81,7 @@ async def start(settings: AnalyticsSettings) -> runtime.Service[Context]:
             batch_handler=handler, batch_size=settings.consumer_batch_size,
             linger_s=settings.consumer_linger_ms / 1000,
         ))
+    infra.purges.append(store.seconds_purge(timedelta(days=settings.second_retention_days)))
     context = Context(settings=settings, pool=infra.pool, broadcaster=Broadcaster(infra.pool))
     return runtime.Service(infra=infra, app=create_app(infra, context),
                            context=context, tasks=[_refresh_gauges(infra)])

@@ -18,6 +18,9 @@ class AnalyticsSettings(ServiceSettings):
     http_port: int = 8003
     # Operator reports (GMV, top products) need it; no default, so none is ever guessable.
     admin_api_key: SecretStr = Field(min_length=16)
+    # Per-second GMV rows (the big screen, granularity=second) are kept this long; per-minute
+    # rows, the facts and the insights are kept (they are the reports).
+    second_retention_days: float = Field(default=7.0, gt=0)
     consumer_batch_size: int = Field(default=200, ge=1, le=1000)
     # Wait this long after a partial batch: events then share transactions (fewer commits
     # and statements per event) at the cost of that much more lag (the goal is p99 < 500 ms).

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 import asyncpg
 
 from services.analytics.domain.orders import OrderFact
+from services.common.purge import Purge
 
 
 async def lock_orders(
@@ -116,3 +118,8 @@ async def merchant_by_key_hash(conn: asyncpg.Connection, key_hash: str) -> uuid.
         "SELECT merchant_id FROM merchants WHERE api_key_hash = $1", key_hash
     )
     return found
+
+
+def seconds_purge(keep: timedelta) -> Purge:
+    """Per-second GMV older than `keep` (the per-minute buckets keep the history)."""
+    return Purge("gmv_second", "second < now() - $2::interval", keep)

@@ -287,11 +287,3 @@ class Consumer:
             return None
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
-
-async def purge_processed(conn: asyncpg.Connection, *, older_than_days: float = 8.0) -> int:
-    """Forget inbox rows older than any redelivery can be (streams keep 7 days)."""
-    result = await conn.execute(
-        "DELETE FROM inbox WHERE processed_at < now() - make_interval(days => $1::int)",
-        int(older_than_days),
-    )
-    return int(result.split()[-1])

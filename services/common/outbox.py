@@ -238,15 +238,6 @@ class OutboxRelay:
         return sent
 
 
-async def purge_published(conn: asyncpg.Connection, *, older_than_hours: float = 24.0) -> int:
-    """Delete rows published long ago; kept that long so a broker loss can be republished."""
-    result = await conn.execute(
-        "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
-        older_than_hours * 3600,
-    )
-    return int(result.split()[-1])
-
-
 async def republish_since(conn: asyncpg.Connection, since: Any) -> int:
     """Mark rows published since `since` as pending again (after a broker lost data)."""
     result = await conn.execute(

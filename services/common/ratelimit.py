@@ -26,6 +26,7 @@ from typing import TypeAlias
 import asyncpg
 
 from services.common.errors import Problem
+from services.common.purge import Purge, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,8 @@ _WAIT = (
     "FROM rate_limits WHERE name = $1 AND key = $2"
 )
 # Bounded, and partitioned between replicas purging at once (SKIP LOCKED); a key being hit
-# right now is skipped, and one hit since the scan is re-checked against `tat` by DELETE.
-_PURGE = (
-    "DELETE FROM rate_limits WHERE (name, key) IN (SELECT name, key FROM rate_limits "
-    "WHERE tat < now() LIMIT $1 FOR UPDATE SKIP LOCKED) AND tat < now()"
-)
+# right now is skipped. A budget full again is the same as no row.
+_PURGE = Purge("rate_limits", "tat < now() - $2::interval", timedelta(0))
 
 
 def is_refusal(exc: asyncpg.PostgresError) -> bool:
@@ -163,7 +161,7 @@ async def purge_expired(conn: asyncpg.Connection, *, batch: int = 1000) -> int:
     """Delete rows whose budget is full again, `batch` at a time; returns how many."""
     purged = 0
     while True:
-        done = int((await conn.execute(_PURGE, batch)).split()[-1])
+        done = await run_batch(conn, _PURGE, batch=batch)
         purged += done
         if done < batch:
             return purged

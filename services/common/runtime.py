@@ -16,11 +16,12 @@ import uvicorn
 from fastapi import FastAPI
 from grpc import aio
 
-from services.common import db, metrics, telemetry
+from services.common import db, metrics, purge, telemetry
 from services.common.bus import Bus
-from services.common.inbox import Consumer, purge_processed
+from services.common.inbox import Consumer
 from services.common.migrations import migrate
-from services.common.outbox import OutboxRelay, purge_published
+from services.common.outbox import OutboxRelay
+from services.common.purge import Purge
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class Infra:
     draining: bool = False  # stopping: /readyz says so, so balancers stop sending requests
     # Each consumer's lag as last read from JetStream (by /readyz or the observe loop).
     lags: dict[str, int | None] = field(default_factory=dict)
+    # What the purge deletes: the shared tables' (start_infra), then the service's own.
+    purges: list[Purge] = field(default_factory=list)
 
     async def readiness(self) -> dict[str, Any]:
         """Postgres, NATS, the relay and each consumer with its lag and dead letters."""
@@ -131,12 +134,14 @@ async def start_infra(settings: ServiceSettings, service_dir: Path) -> Infra:
     await bus.ensure_streams()
     relay = OutboxRelay(settings.session_dsn, bus, schema=settings.schema,
                         linger_s=settings.outbox_linger_ms / 1000)
-    return Infra(settings=settings, pool=pool, bus=bus, relay=relay)
+    return Infra(settings=settings, pool=pool, bus=bus, relay=relay,
+                 purges=purge.shared(settings))
 
 
 async def _observe(infra: Infra) -> None:
-    """Refresh gauges; hourly, purge long-published outbox rows and old inbox rows."""
-    ticks = 0
+    """Refresh gauges; every `purge_interval_s`, purge what retention no longer keeps."""
+    next_purge = 0.0
+    loop = asyncio.get_running_loop()
     while True:
         metrics.OUTBOX_BACKLOG.set(infra.relay.backlog)
         metrics.OUTBOX_PUBLISHED.set(infra.relay.published_total)
@@ -147,28 +152,26 @@ async def _observe(infra: Infra) -> None:
             metrics.CONSUMER_APPLIED.labels(c.name).set(c.applied_total)
             metrics.CONSUMER_DEAD.labels(c.name).set(c.dead_lettered_total)
             metrics.CONSUMER_FALLBACKS.labels(c.name).set(c.fallbacks_total)
-        if ticks % 720 == 0:
-            await purge(infra.pool, schema=infra.settings.schema)
-        ticks += 1
+        if loop.time() >= next_purge:
+            await purge_once(infra)
+            next_purge = loop.time() + infra.settings.purge_interval_s
         await asyncio.sleep(5)
 
 
-async def purge(pool: asyncpg.Pool, *, schema: str) -> bool:
-    """Purge published outbox rows and old inbox rows, once per cluster: every replica
-    tries hourly, and the one holding the schema's purge lock does it (a transaction lock,
-    so it also holds behind a transaction-pooling PgBouncer). False if another replica was
-    purging; a failure is logged and the next hour tries again."""
+async def purge_once(infra: Infra) -> bool:
+    """Purge what retention no longer keeps, once per cluster: every replica tries, and the
+    one holding the schema's purge lock does it, batch by batch (services/common/purge.py).
+    False if another replica was purging; a failure is logged and the next pass tries again."""
+    settings = infra.settings
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval(
-                    "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"purge:{schema}"):
-                return False
-            published = await purge_published(conn)
-            processed = await purge_processed(conn)
+        purged = await purge.purge_all(infra.pool, infra.purges, lock=f"purge:{settings.schema}",
+                                       batch=settings.purge_batch)
     except (asyncpg.PostgresError, OSError) as exc:
-        log.warning("purge failed; retried in an hour", extra={"error": str(exc)})
+        log.warning("purge failed; retried next pass", extra={"error": str(exc)})
         return False
-    log.info("purged", extra={"outbox_rows": published, "inbox_rows": processed})
+    if purged is None:
+        return False
+    log.info("purged", extra={"rows": purged})
     return True
 
 

@@ -52,6 +52,15 @@ class ServiceSettings(BaseSettings):
     # On SIGTERM, /readyz answers 503 this long before the servers stop, so that a load
     # balancer's health checks take the replica out of rotation while it still answers.
     drain_s: float = Field(default=0.0, ge=0, le=60)
+    # Data lifecycle (services/common/purge.py, docs/operations.md "Retention"): how long
+    # published outbox rows (for `marketplace outbox republish`), inbox rows (past any
+    # redelivery: the streams keep 7 days) and retried dead letters are kept, and how often
+    # one replica purges what is older, in batches of `purge_batch` rows.
+    outbox_retention_h: float = Field(default=24.0, gt=0)
+    inbox_retention_days: float = Field(default=8.0, gt=7)
+    dead_letter_retention_days: float = Field(default=30.0, gt=0)
+    purge_interval_s: float = Field(default=600.0, gt=0)
+    purge_batch: int = Field(default=1000, ge=1, le=100_000)
 
     @field_validator("internal_auth_secret")
     @classmethod

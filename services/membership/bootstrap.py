@@ -19,6 +19,7 @@ from services.membership.keys import KeyRing, LocalVerifier
 from services.membership.passwords import Passwords
 from services.membership.sessions import TokenIssuer
 from services.membership.settings import MembershipSettings
+from services.membership.store import tokens
 
 
 def build_context(
@@ -67,6 +68,7 @@ async def start(
             linger_s=settings.consumer_linger_ms / 1000,
         )
     )
+    infra.purges.append(tokens.purge(timedelta(days=settings.refresh_token_retention_days)))
     return runtime.Service(infra=infra, app=app, context=context, grpc_server=server,
                            grpc_port=settings.grpc_port, tasks=[ratelimit.keep_purged(infra.pool)])
 

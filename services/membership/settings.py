@@ -28,6 +28,9 @@ class MembershipSettings(ServiceSettings):
     jwt_retired_key_files: KeyFiles = ()
     access_token_ttl_s: int = Field(default=15 * 60, ge=60, le=3600)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
+    # Refresh tokens are kept this long past their expiry (a reused one is still recognised
+    # and its family revoked), then purged.
+    refresh_token_retention_days: float = Field(default=30.0, gt=0)
     # Sign-in attempts per email and per client address, counted for the whole cluster:
     # this many at once, earned back at this many per window (one each window / attempts).
     login_window_s: float = Field(default=300.0, gt=0)

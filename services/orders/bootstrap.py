@@ -15,6 +15,7 @@ from services.orders.context import Context
 from services.orders.page_cache import ListingFastPath, PageCache
 from services.orders.settings import OrdersSettings
 from services.orders.shedding import CheckoutShedding
+from services.orders.store import idempotency
 
 
 async def _close_when_stopped(channels: list[grpcutil.ServiceChannel]) -> None:
@@ -71,6 +72,7 @@ async def start(
         pool=infra.pool, bus=infra.bus, name="orders-membership", stream="MEMBERSHIP",
         subjects=list(handlers.MEMBERSHIP_SUBJECTS), handler=handlers.on_membership_event,
     ))
+    infra.purges.append(idempotency.PURGE)
     tasks = [recovery.run(context), ratelimit.keep_purged(infra.pool),
              _close_when_stopped(channels)]
     return runtime.Service(infra=infra, app=app, context=context, tasks=tasks)

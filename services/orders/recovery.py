@@ -13,7 +13,6 @@ from services.orders import settle
 from services.orders.clients import Unavailable
 from services.orders.context import Context
 from services.orders.domain.order import OrderStatus
-from services.orders.store import idempotency
 from services.orders.store import orders as store
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,6 @@ async def recover_once(ctx: Context) -> int:
             continue
         finished += order.status != OrderStatus.PENDING
     await _settle_points(ctx)
-    async with ctx.pool.acquire() as conn:
-        await idempotency.purge_expired(conn)
     return finished
 
 

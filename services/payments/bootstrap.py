@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from marketplace.payments.v1 import payments_pb2_grpc
 
 from services.common import auth, grpcutil, inbox, runtime, web
-from services.payments import handlers, service
+from services.payments import handlers, service, store
 from services.payments.api import refunds, routes
 from services.payments.api.deps import ApiContext
 from services.payments.breaker import CircuitBreaker, Clock
@@ -67,6 +68,8 @@ async def start(
         pool=infra.pool, bus=infra.bus, name=handlers.CONSUMER, stream=handlers.STREAM,
         subjects=handlers.SUBJECTS, handler=handlers.handle,
     ))
+    infra.purges.append(
+        store.idempotency_purge(timedelta(days=settings.idempotency_retention_days)))
     grpc_server = grpcutil.server(settings.internal_auth_secret.get_secret_value(), ALLOWED_CALLERS)
     payments_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(deps), grpc_server)
     return runtime.Service(

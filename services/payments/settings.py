@@ -22,6 +22,9 @@ class PaymentsSettings(JwksClientSettings):
     currency: str = Field(default="CNY", pattern="^[A-Z]{3}$")
     # Platform commission on captures, in basis points (500 = 5%).
     commission_bps: int = Field(default=500, ge=0, le=10_000)
+    # Stored answers to state-changing calls are replayed this long (orders retries a
+    # payment until its deadline, 15 min); the purge deletes older ones.
+    idempotency_retention_days: float = Field(default=7.0, gt=0)
     # The simulated card processor and the guards around it.
     processor_latency_ms: int = Field(default=0, ge=0)
     processor_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from services.common import outbox
 from services.common.outbox import Pending
+from services.common.purge import Purge
 from services.payments.domain.ledger import Posting, merchant_payable
 from services.payments.domain.payment import PaymentState, PaymentStatus
 
@@ -340,3 +341,8 @@ async def merchant_balance(
         merchant_payable(merchant_id), currency, merchant_id,
     )
     return int(row["balance"]) if row["known"] else None
+
+
+def idempotency_purge(keep: timedelta) -> Purge:
+    """Stored answers older than `keep`: no retry comes that late (the purge deletes them)."""
+    return Purge("idempotency_keys", "created_at < now() - $2::interval", keep)

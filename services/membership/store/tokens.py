@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
+
+from services.common.purge import Purge
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,3 +57,8 @@ async def revoke_family(conn: asyncpg.Connection, family_id: uuid.UUID) -> None:
         "WHERE family_id = $1 AND revoked_at IS NULL",
         family_id,
     )
+
+
+def purge(keep: timedelta) -> Purge:
+    """Tokens expired more than `keep` ago: a reuse that late needs no family revoked."""
+    return Purge("refresh_tokens", "expires_at < now() - $2::interval", keep)

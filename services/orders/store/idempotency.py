@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import asyncpg
+
+from services.common.purge import Purge
 
 
 def claim_sql(*, rows: str, claim_timeout: str) -> str:
@@ -50,10 +53,5 @@ async def lookup(
     )
 
 
-async def purge_expired(conn: asyncpg.Connection, *, limit: int = 1000) -> int:
-    result = await conn.execute(
-        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY("
-        "SELECT ctid FROM idempotency_keys WHERE expires_at < now() LIMIT $1))",
-        limit,
-    )
-    return int(result.split()[-1])
+# Expired keys (24 h after their claim) answer nothing any more: the purge deletes them.
+PURGE = Purge("idempotency_keys", "expires_at < now() - $2::interval", timedelta(0))

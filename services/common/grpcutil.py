@@ -1,4 +1,5 @@
-"""gRPC plumbing: service identity, required deadlines, and client channels."""
+"""gRPC plumbing: service identity, required deadlines, health and reflection, and client
+channels."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
 from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from services.common import telemetry
 
@@ -19,6 +22,10 @@ TOKEN_HEADER = "x-service-token"
 MAX_MESSAGE_BYTES = 1 << 20
 DEFAULT_TIMEOUT_S = 2.0
 KNOWN_SERVICES = frozenset({"orders", "payments", "membership", "analytics"})
+# Callable without a service identity (probes, grpcurl and meshes have none) and without a
+# deadline; they say whether the server serves and what it serves, nothing more. Every
+# other method needs an identity.
+OPEN_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
 
 
 def service_token(secret: str, service: str) -> str:
@@ -54,6 +61,8 @@ class ServiceIdentityInterceptor(aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        if _service_of(details.method) in OPEN_SERVICES:
+            return await continuation(details)
         metadata = dict(details.invocation_metadata or ())
         caller = str(metadata.get(IDENTITY_HEADER, ""))
         token = str(metadata.get(TOKEN_HEADER, ""))
@@ -75,6 +84,11 @@ class ServiceIdentityInterceptor(aio.ServerInterceptor):
             known = (handler, _guarded(handler, continue_trace=self.continue_trace))
             self._guarded[details.method] = known
         return known[1]
+
+
+def _service_of(method: str) -> str:
+    """The service a method belongs to: `/pkg.v1.Service/Method` -> `pkg.v1.Service`."""
+    return method.lstrip("/").rpartition("/")[0]
 
 
 def _guarded(handler: grpc.RpcMethodHandler, *, continue_trace: bool) -> grpc.RpcMethodHandler:
@@ -228,7 +242,9 @@ def channel(
 
 
 def server(secret: str, allowed: Mapping[str, set[str]]) -> aio.Server:
-    tracing = telemetry.grpc_server_interceptors()
+    """A server admitting callers per `allowed` (ServiceIdentityInterceptor); `runtime.serve`
+    adds health and reflection (`add_health_and_reflection`) when it starts it."""
+    tracing = telemetry.grpc_server_interceptors(untraced=OPEN_SERVICES)
     return aio.server(
         interceptors=[
             *tracing,
@@ -239,3 +255,33 @@ def server(secret: str, allowed: Mapping[str, set[str]]) -> aio.Server:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ],
     )
+
+
+class Health:
+    """`grpc.health.v1.Health` of one server: a status for the server as a whole ("") and
+    one per service it serves (full names, e.g. `marketplace.payments.v1.PaymentService`).
+    `runtime.serve` says SERVING once the server started and NOT_SERVING, for good, the
+    moment it starts draining."""
+
+    def __init__(self, services: Sequence[str]) -> None:
+        self.services = ("", *services)
+        self.servicer = health.aio.HealthServicer()
+
+    async def serving(self) -> None:
+        for name in self.services:
+            await self.servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def draining(self) -> None:
+        """NOT_SERVING for every service, and no later `serving` changes that."""
+        await self.servicer.enter_graceful_shutdown()
+
+
+def add_health_and_reflection(server: aio.Server, services: Sequence[str]) -> Health:
+    """Serve health and reflection on `server` (before it starts) for `services`, which
+    reflection lists besides itself and health. Both are open to callers without an
+    identity (OPEN_SERVICES). Health answers NOT_FOUND for the services until `serving`."""
+    checker = Health(services)
+    health_pb2_grpc.add_HealthServicer_to_server(checker.servicer, server)
+    reflection.enable_server_reflection(
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    return checker

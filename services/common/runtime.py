@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from grpc import aio
 
-from services.common import db, metrics, purge, telemetry
+from services.common import db, grpcutil, metrics, purge, telemetry
 from services.common.bus import Bus
 from services.common.inbox import Consumer
 from services.common.migrations import migrate
@@ -185,6 +185,9 @@ class Service(Generic[ContextT]):
     context: ContextT
     grpc_server: aio.Server | None = None  # with its port; None where a service serves no gRPC
     grpc_port: int | None = None
+    # The full names of the services grpc_server serves: `serve` adds health (one status
+    # each) and reflection (listing them) to it.
+    grpc_services: tuple[str, ...] = ()
     tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)  # besides the relay's
 
 
@@ -198,9 +201,12 @@ async def serve(
     are closed anyway.
     """
     infra, grpc_server, settings = service.infra, service.grpc_server, service.infra.settings
+    health = None
     if grpc_server is not None:
+        health = grpcutil.add_health_and_reflection(grpc_server, service.grpc_services)
         grpc_server.add_insecure_port(f"{settings.http_host}:{service.grpc_port}")
         await grpc_server.start()
+        await health.serving()
     config = uvicorn.Config(
         service.app, host=settings.http_host, port=settings.http_port, log_config=None,
         access_log=False, loop="none", lifespan="on", timeout_graceful_shutdown=5,
@@ -228,7 +234,11 @@ async def serve(
     try:
         await asyncio.wait([server_task, stopped], return_when=asyncio.FIRST_COMPLETED)
         log.info("service stopping", extra={"drain_s": settings.drain_s})
+        # Balancers and probes learn it together: /readyz answers 503 and gRPC health
+        # NOT_SERVING from here on, while both servers still serve for drain_s.
         infra.draining = True
+        if health is not None:
+            await health.draining()
         if settings.drain_s and not server_task.done():
             await asyncio.sleep(settings.drain_s)  # still serving, while /readyz says 503
         http.should_exit = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -142,14 +142,18 @@ class TraceContext:
             await self.app(scope, receive, send)
 
 
-def grpc_server_interceptors() -> list[Any]:
+def grpc_server_interceptors(*, untraced: Collection[str] = ()) -> list[Any]:
     """OpenTelemetry's server interceptor while spans are recorded, else none: the service
-    identity check then continues the caller's trace itself (`continued_trace`)."""
+    identity check then continues the caller's trace itself (`continued_trace`). Calls to
+    the `untraced` services (health, reflection: probes every few seconds) get no span, as
+    /healthz and /readyz get none."""
     if not _recording:
         return []
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-    return [aio_server_interceptor()]
+    skipped = [filters.service_name(name) for name in untraced]
+    return [aio_server_interceptor(
+        filter_=filters.negate(filters.any_of(*skipped)) if skipped else None)]
 
 
 @contextmanager

@@ -70,5 +70,6 @@ async def start(
     )
     infra.purges.append(tokens.purge(timedelta(days=settings.refresh_token_retention_days)))
     return runtime.Service(infra=infra, app=app, context=context, grpc_server=server,
-                           grpc_port=settings.grpc_port, tasks=[ratelimit.keep_purged(infra.pool)])
+                           grpc_port=settings.grpc_port, grpc_services=(rpc.SERVICE,),
+                           tasks=[ratelimit.keep_purged(infra.pool)])
 

@@ -15,6 +15,8 @@ from services.membership.domain.tiers import Tier, discount_bps
 from services.membership.store import members
 from services.membership.store.points import Reservation
 
+# The full name health answers for and reflection lists.
+SERVICE = pb.DESCRIPTOR.services_by_name["MembershipService"].full_name
 # Which caller may call what (checked by grpcutil.ServiceIdentityInterceptor).
 ALLOWED_CALLERS = {"orders": {"GetMember", "ReservePoints", "CommitPoints", "ReleasePoints"}}
 

@@ -11,7 +11,7 @@ from typing import Any
 from marketplace.payments.v1 import payments_pb2_grpc
 
 from services.common import auth, grpcutil, inbox, runtime, web
-from services.payments import handlers, service, store
+from services.payments import handlers, rpc, service, store
 from services.payments.api import refunds, routes
 from services.payments.api.deps import ApiContext
 from services.payments.breaker import CircuitBreaker, Clock
@@ -74,7 +74,7 @@ async def start(
     payments_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(deps), grpc_server)
     return runtime.Service(
         infra=infra, app=app, context=context, grpc_server=grpc_server,
-        grpc_port=settings.grpc_port,
+        grpc_port=settings.grpc_port, grpc_services=(rpc.SERVICE,),
     )
 
 

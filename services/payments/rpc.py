@@ -27,6 +27,8 @@ from services.payments.processor import ProcessorUnavailable
 log = logging.getLogger(__name__)
 
 METHODS = {"Authorize", "AuthorizeBatch", "Capture", "Void", "Refund", "GetPayment"}
+# The full name health answers for and reflection lists.
+SERVICE = pb.DESCRIPTOR.services_by_name["PaymentService"].full_name
 # Which services may call which methods (checked by grpcutil.ServiceIdentityInterceptor).
 ALLOWED_CALLERS: dict[str, set[str]] = {"orders": set(METHODS)}
 

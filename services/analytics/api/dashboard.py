@@ -35,6 +35,12 @@ INTERVAL_S = 1.0
 router = APIRouter(tags=["dashboard"])
 
 
+class EventStream(StreamingResponse):
+    """Server-Sent Events, documented as such."""
+
+    media_type = "text/event-stream"
+
+
 def _asset(name: str) -> FileResponse:
     return FileResponse(
         ASSETS / name, media_type=f"{FILES[name]}; charset=utf-8",
@@ -62,16 +68,15 @@ async def _frames(request: Request, broadcaster: Broadcaster) -> AsyncIterator[s
         await asyncio.sleep(INTERVAL_S)
 
 
-@router.get("/v1/analytics/stream")
+@router.get("/v1/analytics/stream", summary="The dashboard's figures as Server-Sent Events",
+            operation_id="streamDashboard", response_class=EventStream,
+            response_description="`event: snapshot` frames, once a second")
 async def stream(
     request: Request, ctx: Ctx,
     key: Annotated[Text | None, Query(description="the admin key (EventSource sends no headers)")]
     = None,
     x_admin_key: Annotated[Text | None, Header(alias="X-Admin-Key")] = None,
-) -> StreamingResponse:
+) -> EventStream:
     """`text/event-stream` of the dashboard's figures (event `snapshot`), once a second."""
     auth.check_admin_key(x_admin_key or key, ctx.settings.admin_api_key.get_secret_value())
-    return StreamingResponse(
-        _frames(request, ctx.broadcaster), media_type="text/event-stream",
-        headers={"X-Accel-Buffering": "no"},
-    )
+    return EventStream(_frames(request, ctx.broadcaster), headers={"X-Accel-Buffering": "no"})

@@ -17,7 +17,7 @@ from services.analytics.operator_queries import Granularity
 from services.common import errors
 from services.common.inputs import QueryInt64
 
-router = APIRouter(prefix="/v1/insights", tags=["insights"], responses=errors.problems(401))
+router = APIRouter(prefix="/v1/insights", tags=["insights"])
 
 GROUPS_NOTE = (
     f"groups with fewer than {kanon.K} distinct buyers are merged into \"other\"; "
@@ -70,7 +70,9 @@ def _groups(buckets: list[kanon.Bucket]) -> list[GroupOut]:
     return [GroupOut(group=b.group, buyers=b.buyers, gmv=money(b.gmv)) for b in buckets]
 
 
-@router.get("/merchants/{merchant_id}", response_model=InsightsOut, responses=errors.problems(404))
+@router.get("/merchants/{merchant_id}", response_model=InsightsOut, responses=errors.problems(404),
+            summary="A merchant's brand insights (its own only)",
+            operation_id="getMerchantInsights")
 async def merchant_insights(
     merchant_id: uuid.UUID, me: Merchant, window: SeriesWindow, conn: Connection,
     top: Annotated[QueryInt64, Query(ge=1, le=100, description="how many top SKUs")] = 10,
@@ -98,7 +100,8 @@ async def merchant_insights(
     )
 
 
-@router.get("/me", response_model=InsightsOut)
+@router.get("/me", response_model=InsightsOut,
+            summary="The calling merchant's brand insights", operation_id="getMyInsights")
 async def my_insights(
     me: Merchant, window: SeriesWindow, conn: Connection,
     top: Annotated[QueryInt64, Query(ge=1, le=100)] = 10,

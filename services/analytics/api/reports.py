@@ -68,7 +68,8 @@ class PaymentsOut(Report):
     success_rate: float | None = Field(description="succeeded / attempts; null without attempts")
 
 
-@router.get("/gmv", response_model=GmvOut)
+@router.get("/gmv", response_model=GmvOut, summary="GMV, refunds and orders per minute",
+            operation_id="getGmv")
 async def gmv(window: Window, conn: Connection) -> GmvOut:
     """GMV of orders confirmed in [from, to), refunds booked in it, and the per-minute series."""
     start, end = window
@@ -85,7 +86,8 @@ async def gmv(window: Window, conn: Connection) -> GmvOut:
     )
 
 
-@router.get("/top-products", response_model=TopProductsOut)
+@router.get("/top-products", response_model=TopProductsOut, summary="Top products by GMV",
+            operation_id="getTopProducts")
 async def top_products(
     window: Window, conn: Connection, limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 10
 ) -> TopProductsOut:
@@ -102,7 +104,8 @@ async def top_products(
     )
 
 
-@router.get("/payments", response_model=PaymentsOut)
+@router.get("/payments", response_model=PaymentsOut, summary="Payment success rate",
+            operation_id="getPaymentSuccess")
 async def payments(window: Window, conn: Connection) -> PaymentsOut:
     """Payment success rate of payments first seen in [from, to)."""
     start, end = window

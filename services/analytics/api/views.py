@@ -52,7 +52,8 @@ def figures(gmv: int, refunds: int, orders: int, attempts: int, succeeded: int) 
     )
 
 
-@router.get("/overview", response_model=OverviewOut)
+@router.get("/overview", response_model=OverviewOut,
+            summary="Totals and a series per second or minute", operation_id="getOverview")
 async def overview(window: SeriesWindow, conn: Connection) -> OverviewOut:
     """GMV, net GMV, orders, average order value and payment success, in total and per bucket.
 
@@ -84,7 +85,8 @@ class TopOut(Report):
     items: list[RankedOut]
 
 
-@router.get("/top", response_model=TopOut)
+@router.get("/top", response_model=TopOut,
+            summary="Top products, merchants or categories", operation_id="getTop")
 async def top(
     window: Window, conn: Connection,
     by: Annotated[q.Dimension, Query()] = "product",
@@ -99,7 +101,7 @@ async def top(
     ])
 
 
-class GroupOut(BaseModel):
+class BreakdownGroupOut(BaseModel):
     group: str = Field(description='the value, or "unknown" for buyers analytics has not seen')
     orders: int
     gmv: Money
@@ -107,10 +109,11 @@ class GroupOut(BaseModel):
 
 class BreakdownOut(Report):
     dimension: q.Demographic
-    items: list[GroupOut]
+    items: list[BreakdownGroupOut]
 
 
-@router.get("/gmv-by", response_model=BreakdownOut)
+@router.get("/gmv-by", response_model=BreakdownOut, summary="GMV by buyer demographic",
+            operation_id="getGmvBy")
 async def gmv_by(
     window: Window, conn: Connection,
     dimension: Annotated[q.Demographic, Query()] = "region",
@@ -119,5 +122,5 @@ async def gmv_by(
     start, end = window
     rows = await q.gmv_by(conn, start=start, end=end, dimension=dimension)
     return BreakdownOut(from_=start, to=end, dimension=dimension, items=[
-        GroupOut(group=r.group, orders=r.orders, gmv=money(r.gmv)) for r in rows
+        BreakdownGroupOut(group=r.group, orders=r.orders, gmv=money(r.gmv)) for r in rows
     ])

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.common.errors import not_found, validation_error
+from services.common.errors import not_found, problems, validation_error
 from services.common.inputs import QueryInt64, Text, parse_int64
 from services.membership import accounts
 from services.membership.api.deps import Ctx, CurrentMember
@@ -27,7 +27,8 @@ from services.membership.store import points as points_store
 router = APIRouter(prefix="/v1/members", tags=["members"])
 
 
-@router.post("", status_code=201, response_model=MemberOut)
+@router.post("", status_code=201, response_model=MemberOut, responses=problems(409),
+             summary="Register a member", operation_id="registerMember")
 async def register(body: RegisterRequest, ctx: Ctx) -> MemberOut:
     member = await accounts.register(
         pool=ctx.pool, passwords=ctx.passwords, form=Registration(**body.model_dump())
@@ -36,7 +37,8 @@ async def register(body: RegisterRequest, ctx: Ctx) -> MemberOut:
                      points_balance=member.points_balance)
 
 
-@router.get("/me", response_model=MemberProfile)
+@router.get("/me", response_model=MemberProfile, responses=problems(404),
+            summary="The signed-in member's profile", operation_id="getMyProfile")
 async def me(who: CurrentMember, ctx: Ctx) -> MemberProfile:
     member = await members.by_id(ctx.pool, who.id)
     if member is None:
@@ -47,7 +49,8 @@ async def me(who: CurrentMember, ctx: Ctx) -> MemberProfile:
     )
 
 
-@router.get("/me/points", response_model=PointsPage)
+@router.get("/me/points", response_model=PointsPage,
+            summary="The signed-in member's points ledger", operation_id="listMyPoints")
 async def my_points(
     who: CurrentMember,
     ctx: Ctx,

@@ -15,7 +15,8 @@ from services.membership.sessions import TokenPair
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/v1/auth/token", response_model=TokenResponse, responses=problems(401, 429))
+@router.post("/v1/auth/token", response_model=TokenResponse, responses=problems(401, 429),
+             summary="Sign in, or refresh a token pair", operation_id="issueToken")
 async def token(body: TokenRequest, ctx: Ctx, client: ClientAddress) -> TokenResponse:
     if wait := await ctx.logins_per_client.hit(ctx.pool, client):
         raise rate_limited(wait, "client")

@@ -24,12 +24,14 @@ async def _cart(ctx: Ctx, member_id: uuid.UUID) -> Response:
          "unit_price": money(r["price"], r["currency"])} for r in rows]})
 
 
-@router.get("/items", response_model=Cart, summary="The member's cart")
+@router.get("/items", response_model=Cart, summary="The member's cart",
+            operation_id="getCart")
 async def get_cart(ctx: Ctx, member: CurrentMember) -> Response:
     return await _cart(ctx, member.id)
 
 
-@router.put("/items", response_model=Cart, summary="Set a SKU's quantity (0 removes it)")
+@router.put("/items", response_model=Cart, summary="Set a SKU's quantity (0 removes it)",
+            operation_id="setCartItem")
 async def put_item(ctx: Ctx, member: CurrentMember, body: CartItemIn) -> Response:
     async with ctx.pool.acquire() as conn:
         if body.quantity and not await catalog.bucketed_of(conn, [body.sku_id]):
@@ -44,7 +46,8 @@ async def put_item(ctx: Ctx, member: CurrentMember, body: CartItemIn) -> Respons
 
 
 @router.delete("/items", response_model=Cart,
-               summary="Remove a SKU from the cart (`?sku_id=`), or empty it")
+               summary="Remove a SKU from the cart (`?sku_id=`), or empty it",
+               operation_id="removeCartItems")
 async def delete_items(
     ctx: Ctx, member: CurrentMember, sku_id: uuid.UUID | None = None
 ) -> Response:

@@ -65,7 +65,8 @@ def next_cursor(row: asyncpg.Record, searching: bool) -> str:
     return encode_cursor({"m": "n", "t": row["created_at"].isoformat(), "i": str(row["id"])})
 
 
-@router.get("/products", response_model=ProductPage, summary="Search and filter products")
+@router.get("/products", response_model=ProductPage, summary="Search and filter products",
+            operation_id="listProducts")
 async def list_products(
     ctx: Ctx,
     request: Request,
@@ -107,7 +108,7 @@ def _listing(ctx: Context, body: bytes) -> Response:
 
 
 @router.get("/products/{product_id}", response_model=Product, responses=problems(404),
-            summary="One product with its SKUs")
+            summary="One product with its SKUs", operation_id="getProduct")
 async def get_product(ctx: Ctx, product_id: uuid.UUID) -> Response:
     async with ctx.pool.acquire() as conn:
         row = await catalog.get_product(conn, product_id)
@@ -117,7 +118,8 @@ async def get_product(ctx: Ctx, product_id: uuid.UUID) -> Response:
     return json_response(product_json(row, skus[product_id]))
 
 
-@router.get("/categories", response_model=Categories, summary="Categories with product counts")
+@router.get("/categories", response_model=Categories, summary="Categories with product counts",
+            operation_id="listCategories")
 async def list_categories(ctx: Ctx, request: Request) -> Response:
     async def compute() -> bytes:
         async with ctx.pool.acquire() as conn:

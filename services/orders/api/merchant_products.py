@@ -15,11 +15,18 @@ from services.orders import messages
 from services.orders.api.catalog import next_cursor, page_key, product_json
 from services.orders.api.deps import Ctx
 from services.orders.api.merchants import SOURCE, CurrentMerchant
-from services.orders.api.schemas import Product, ProductIn, ProductPage, ProductPatch, RestockIn
+from services.orders.api.schemas import (
+    Product,
+    ProductIn,
+    ProductPage,
+    ProductPatch,
+    Restocked,
+    RestockIn,
+)
 from services.orders.store import catalog, products, stock
 from services.orders.views import json_response
 
-router = APIRouter(prefix="/v1/merchant", tags=["merchant catalog"], responses=errors.problems(401))
+router = APIRouter(prefix="/v1/merchant", tags=["merchant catalog"])
 
 
 async def _product_json(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, object]:
@@ -35,7 +42,7 @@ async def _set_hot(ctx: Ctx, conn: asyncpg.Connection, sku_ids: list[uuid.UUID],
 
 
 @router.post("/products", status_code=201, response_model=Product,
-             summary="Create a product with its SKUs")
+             summary="Create a product with its SKUs", operation_id="createMerchantProduct")
 async def create_product(ctx: Ctx, merchant: CurrentMerchant, body: ProductIn) -> Response:
     skus = [(s.attributes, s.price.amount, s.price.currency, s.stock) for s in body.skus]
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -52,7 +59,8 @@ async def create_product(ctx: Ctx, merchant: CurrentMerchant, body: ProductIn) -
 
 
 @router.patch("/products/{product_id}", response_model=Product, responses=errors.problems(404),
-              summary="Change a product's title, description, category or hot flag")
+              summary="Change a product's title, description, category or hot flag",
+              operation_id="updateMerchantProduct")
 async def update_product(
     ctx: Ctx, merchant: CurrentMerchant, product_id: uuid.UUID, body: ProductPatch
 ) -> Response:
@@ -74,8 +82,9 @@ async def update_product(
     return json_response(answer)
 
 
-@router.post("/skus/{sku_id}/restock", responses=errors.problems(404),
-             summary="Add units on hand to one of the merchant's SKUs")
+@router.post("/skus/{sku_id}/restock", response_model=Restocked,
+             responses=errors.problems(404, 409),
+             summary="Add units on hand to one of the merchant's SKUs", operation_id="restockSku")
 async def restock(
     ctx: Ctx, merchant: CurrentMerchant, sku_id: uuid.UUID, body: RestockIn
 ) -> Response:
@@ -100,7 +109,8 @@ async def restock(
     return json_response({"sku_id": str(sku_id), "stock_available": now})
 
 
-@router.get("/products", response_model=ProductPage, summary="The merchant's own products")
+@router.get("/products", response_model=ProductPage, summary="The merchant's own products",
+            operation_id="listMerchantProducts")
 async def list_own_products(
     ctx: Ctx, merchant: CurrentMerchant,
     limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 20,

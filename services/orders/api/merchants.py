@@ -58,8 +58,7 @@ async def _announce(conn: asyncpg.Connection, subject: str, row: asyncpg.Record,
 
 
 @router.post("/merchants", status_code=201, response_model=MerchantCreated,
-             responses=errors.problems(401),
-             summary="Create a merchant and its API key (admin)")
+             summary="Create a merchant and its API key (admin)", operation_id="createMerchant")
 async def create_merchant(
     ctx: Ctx, body: MerchantIn,
     x_admin_key: Annotated[Text | None, Header(alias="X-Admin-Key")] = None,
@@ -76,8 +75,9 @@ async def create_merchant(
                          status_code=201)
 
 
-@router.post("/merchant/api-key/rotate", response_model=ApiKey, responses=errors.problems(401),
-             summary="Replace the merchant's API key (merchant)")
+@router.post("/merchant/api-key/rotate", response_model=ApiKey,
+             summary="Replace the merchant's API key (merchant)",
+             operation_id="rotateMerchantApiKey")
 async def rotate_api_key(ctx: Ctx, merchant: CurrentMerchant) -> Response:
     """The new key is in this answer only; the old one stops working at once."""
     api_key = auth.new_api_key("mk")

@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from services.common import idempotency
 from services.common.errors import Problem, not_found, problems, validation_error
 from services.common.inputs import QueryInt64, Text
 from services.orders import saga, settle
@@ -20,29 +21,27 @@ from services.orders.views import json_response, order_json
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _CHECKOUT_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"model": Order, "description": "paid: CONFIRMED"},
     202: {"model": Order, "description": "payment outcome unknown: PENDING, settled later"},
-    402: {**_PROBLEM, "description": "declined: CANCELLED; the order is in `order`"},
-    409: {**_PROBLEM, "description": "out of stock (no order), the key is in flight, or "
-          "`cart-in-checkout`: another checkout took the cart's lines first (no order)"},
-    429: {**_PROBLEM, "description": "too many checkouts by the member or of a hot SKU"},
-    422: {**_PROBLEM, "description": "invalid body (`from_cart` with an empty cart), missing "
-          "or reused Idempotency-Key"},
+    **problems(402, 409, 422, 429, notes={
+        402: "declined: CANCELLED; the order is in `order`",
+        409: "out of stock (no order), the key is in flight, or `cart-in-checkout`: another "
+             "checkout took the cart's lines first (no order)",
+        422: "invalid body (`from_cart` with an empty cart), or the Idempotency-Key reused "
+             "with another body",
+        429: "too many checkouts by the member or of a hot SKU",
+    }, members={402: {"order": {"$ref": "#/components/schemas/Order"}}}),
 }
+PlacingKey = Annotated[str, Depends(idempotency.key_header())]
 
 
-@router.post("", status_code=201, responses=_CHECKOUT_RESPONSES, summary="Place an order")
+@router.post("", status_code=201, responses=_CHECKOUT_RESPONSES, summary="Place an order",
+             operation_id="placeOrder")
 async def place_order(
-    ctx: Ctx, member: CurrentMember, body: PlaceOrderIn,
-    idempotency_key: Annotated[Text | None, Header(alias="Idempotency-Key")] = None,
+    ctx: Ctx, member: CurrentMember, idempotency_key: PlacingKey, body: PlaceOrderIn,
 ) -> Response:
     """Reserve stock, charge the card and answer with the order; replays repeat the answer."""
-    if not idempotency_key:
-        raise validation_error("Idempotency-Key", "header required (any unique string per order)")
-    if len(idempotency_key) > 255:
-        raise validation_error("Idempotency-Key", "at most 255 characters")
     if (body.items is None) == (not body.from_cart):
         raise validation_error("items", "give exactly one of `items` and `from_cart: true`")
     request = saga.CheckoutRequest(
@@ -55,7 +54,8 @@ async def place_order(
     return Response(content=reply.body, status_code=reply.status, media_type=reply.media_type)
 
 
-@router.get("", response_model=OrderPage, summary="The member's orders, newest first")
+@router.get("", response_model=OrderPage, summary="The member's orders, newest first",
+            operation_id="listOrders")
 async def list_orders(
     ctx: Ctx, member: CurrentMember,
     limit: Annotated[QueryInt64, Query(ge=1, le=100)] = 20,
@@ -79,7 +79,7 @@ async def list_orders(
 
 
 @router.get("/{order_id}", response_model=Order, responses=problems(404),
-            summary="One of the member's orders")
+            summary="One of the member's orders", operation_id="getOrder")
 async def get_order(ctx: Ctx, member: CurrentMember, order_id: uuid.UUID) -> Response:
     async with ctx.pool.acquire() as conn:
         order = await store.get_order(conn, order_id, member_id=member.id)
@@ -88,8 +88,8 @@ async def get_order(ctx: Ctx, member: CurrentMember, order_id: uuid.UUID) -> Res
     return json_response(order_json(order))
 
 
-@router.post("/{order_id}/cancel", response_model=Order, responses=problems(404),
-             summary="Cancel or refund an order")
+@router.post("/{order_id}/cancel", response_model=Order, responses=problems(404, 409),
+             summary="Cancel or refund an order", operation_id="cancelOrder")
 async def cancel_order(ctx: Ctx, member: CurrentMember, order_id: uuid.UUID) -> Response:
     """PENDING → CANCELLED; CONFIRMED → refunded and REFUNDED; a final order stays as it is."""
     async with ctx.pool.acquire() as conn:

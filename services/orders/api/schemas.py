@@ -132,6 +132,11 @@ class RestockIn(StrictModel):
     quantity: Int64 = Field(ge=1, le=MAX_STOCK)
 
 
+class Restocked(BaseModel):
+    sku_id: uuid.UUID
+    stock_available: int = Field(description="units on hand now")
+
+
 class ApiKey(BaseModel):
     id: uuid.UUID
     api_key: str = Field(description="shown once; the previous key stops working")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from services.common import errors
-from services.common.inputs import Text
+from services.common import errors, idempotency
 from services.payments import service
 from services.payments.api.deps import Admin, Context
 from services.payments.api.models import RefundOut, RefundRequest
@@ -20,22 +19,25 @@ from services.payments.processor import ProcessorUnavailable
 router = APIRouter(prefix="/v1/admin", default_response_class=JSONResponse)
 # Admin keys live apart from the keys orders derives from order ids.
 KEY_PREFIX = "admin:"
+RefundKey = Annotated[str, Depends(idempotency.key_header(MAX_KEY_LENGTH - len(KEY_PREFIX)))]
 
 
 @router.post(
     "/payments/{payment_id}/refunds", status_code=201, response_model=RefundOut,
-    dependencies=[Admin], responses=errors.problems(404),
+    dependencies=[Admin], responses=errors.problems(404, 409, 422, notes={
+        409: "the payment's state allows no refund (never captured, voided)",
+        422: "invalid amount or reason, or the Idempotency-Key reused with another body",
+    }),
+    tags=["admin"], summary="Refund part or all of a payment (admin)",
+    operation_id="refundPayment",
 )
 async def refund(
     payment_id: uuid.UUID,
     body: RefundRequest,
     ctx: Context,
-    idempotency_key: Annotated[Text | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: RefundKey,
 ) -> RefundOut:
     """Refund part or all of a captured payment; publishes `payments.payment.refunded`."""
-    longest = MAX_KEY_LENGTH - len(KEY_PREFIX)
-    if not idempotency_key or len(idempotency_key) > longest:
-        raise errors.validation_error("Idempotency-Key", f"header required (1..{longest} chars)")
     command = RefundPayment(
         key=KEY_PREFIX + idempotency_key, payment_id=payment_id,
         amount=body.fen(ctx.currency), reason=body.reason,

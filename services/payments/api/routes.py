@@ -24,7 +24,9 @@ from services.payments.api.models import (
 router = APIRouter(prefix="/v1", default_response_class=JSONResponse)
 
 
-@router.get("/payments/{payment_id}", response_model=PaymentOut, responses=errors.problems(404))
+@router.get("/payments/{payment_id}", response_model=PaymentOut, responses=errors.problems(404),
+            tags=["payments"], summary="One of the member's payments",
+            operation_id="getPayment")
 async def get_payment(payment_id: uuid.UUID, member: CurrentMember, conn: Conn) -> PaymentOut:
     payment = await store.get(conn, payment_id)
     # Another member's payment is answered exactly like a missing one.
@@ -33,7 +35,8 @@ async def get_payment(payment_id: uuid.UUID, member: CurrentMember, conn: Conn) 
     return PaymentOut.of(payment)
 
 
-@router.get("/admin/payments", response_model=PaymentPage, dependencies=[Admin])
+@router.get("/admin/payments", response_model=PaymentPage, dependencies=[Admin],
+            tags=["admin"], summary="Payments, newest first (admin)", operation_id="listPayments")
 async def list_payments(
     conn: Conn,
     order_id: uuid.UUID | None = None,
@@ -52,7 +55,8 @@ async def list_payments(
 
 @router.get(
     "/merchants/{merchant_id}/balance", response_model=MerchantBalance,
-    responses=errors.problems(404),
+    responses=errors.problems(404), tags=["merchants"],
+    summary="What the platform owes a merchant", operation_id="getMerchantBalance",
 )
 async def merchant_balance(
     merchant_id: uuid.UUID, caller: MerchantOrAdmin, conn: Conn, ctx: Context

@@ -150,7 +150,9 @@ async def test_checkout_needs_a_token_and_an_idempotency_key(full: Stack) -> Non
         headers={"Authorization": member["Authorization"]})
 
     assert anonymous.status_code == 401
-    assert keyless.status_code == 422
+    assert keyless.status_code == 400  # the IETF draft's answer to a missing key
+    assert keyless.headers["content-type"] == "application/problem+json"
+    assert keyless.json()["type"].endswith("/missing-header")
     assert keyless.json()["field"] == "Idempotency-Key"
 
 

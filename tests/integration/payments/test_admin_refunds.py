@@ -74,7 +74,8 @@ async def test_admin_refunds_refuse_what_cannot_be(payments: Running) -> None:
 
     reason = {"reason": "goodwill"}
     assert await post(paid.id, {"amount": 100, **reason}, headers={}) == (401, "unauthorized")
-    assert await post(paid.id, {"amount": 100, **reason}, key=None) == (422, "validation-error")
+    assert await post(paid.id, {"amount": 100, **reason}, key=None) == (400, "missing-header")
+    assert await post(paid.id, {"amount": 100, **reason}, key="") == (422, "validation-error")
     assert await post(paid.id, {"amount": 100}) == (422, "validation-error")  # no reason
     assert await post(paid.id, {"amount": 0, **reason}) == (422, "validation-error")
     assert await post(paid.id, {"amount": 5_001, **reason}) == (422, "validation-error")

@@ -1,8 +1,12 @@
 # `make run` works on a fresh clone: it creates .venv, installs, generates gRPC code, starts.
 PY    := .venv/bin/python
 STAMP := .venv/.installed
+# The lock files (`make lock` writes both from pyproject.toml): dev.txt is what .venv holds
+# (runtime + the `local` extra + the `dev` extra), runtime.txt what the image holds.
+DEV_LOCK     := requirements/dev.txt
+RUNTIME_LOCK := requirements/runtime.txt
 
-.PHONY: run test proto lint stop clean system-packages
+.PHONY: run test proto proto-baseline lint lock stop clean system-packages
 
 run: proto system-packages
 	.venv/bin/marketplace up $(ARGS)
@@ -13,6 +17,11 @@ test: $(STAMP) system-packages
 
 proto: $(STAMP)
 	$(PY) -m services.common.protogen
+
+# The contract that `buf breaking` also holds proto/ to (tests/deploy/test_proto_contracts.py).
+# Only after a deliberate break, which a new package version (v2) usually avoids.
+proto-baseline: $(STAMP)
+	.venv/bin/buf build proto --exclude-source-info -o proto/buf.baseline.json
 
 lint: $(STAMP)
 	.venv/bin/ruff check .
@@ -42,10 +51,23 @@ system-packages:
 	  test -x "$${entry%%:*}" || missing="$$missing $${entry##*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
-# Reinstall only when the dependencies change.
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[dev]'
+# Reinstall only when the lock (or the project's own metadata) changes: every pinned package
+# with its hashes first, then the project itself without resolving anything again.
+$(STAMP): $(DEV_LOCK) pyproject.toml | $(PY)
+	$(PY) -m pip install --require-hashes -r $(DEV_LOCK)
+	$(PY) -m pip install --no-deps -e .
 	touch $@
+
+# After a change to the dependencies in pyproject.toml. Pins that still fit are kept (uv
+# prefers what the lock holds); `make lock ARGS=--upgrade` (or `--upgrade-package NAME`)
+# moves them. Resolved for every platform from Python 3.11 up, with the hashes of every
+# file. The runtime lock is constrained by the dev lock, so the image runs the versions the
+# tests ran.
+UV_COMPILE := .venv/bin/uv pip compile pyproject.toml --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command "make lock" --quiet
+lock: $(STAMP)
+	$(UV_COMPILE) --extra local --extra dev $(ARGS) -o $(DEV_LOCK)
+	$(UV_COMPILE) -c $(DEV_LOCK) $(ARGS) -o $(RUNTIME_LOCK)
 
 # Peak-day load test and open-loop benchmark (docs/benchmarks.md); options via ARGS or
 # LOAD_* / BENCH_* variables, e.g. `make load ARGS="--day-s 600 --users 20"`.

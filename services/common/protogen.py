@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from services.common.extras import missing_extra
+
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = ROOT / "proto"
 GEN_DIR = ROOT / "gen"
@@ -20,8 +22,13 @@ GEN_DIR = ROOT / "gen"
 
 def generate(out: Path) -> None:
     """Run protoc (from grpcio-tools) on every .proto under proto/ into `out`."""
-    import grpc_tools
-    from grpc_tools import protoc
+    try:
+        import grpc_tools
+        from grpc_tools import protoc
+    except ModuleNotFoundError as exc:
+        if exc.name != "grpc_tools":
+            raise
+        raise SystemExit(missing_extra("protoc (grpcio-tools)")) from exc
 
     sources = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     if not sources:

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from services.common import telemetry
 from services.common.events import STREAMS
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,10 @@ class Bus:
         )
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
-        """Publish and wait for JetStream's ack; returns the stream sequence."""
-        ack = await self.js.publish(subject, payload, headers=headers)
+        """Publish and wait for JetStream's ack, in a PRODUCER span whose context the
+        headers carry on (`telemetry.producer_span`); returns the stream sequence."""
+        with telemetry.producer_span(subject, payload, headers) as sent:
+            ack = await self.js.publish(subject, payload, headers=sent)
         return int(ack.seq)
 
     @property

@@ -17,6 +17,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
+from opentelemetry.semconv.attributes import error_attributes
 
 from services.common import asgi
 
@@ -186,21 +188,71 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
+# NATS spans follow OpenTelemetry's messaging conventions: a PRODUCER span per publish
+# (`publish <subject>`) whose context travels in the message's headers, and a CONSUMER span
+# per event processed (`process <subject>`), a child of that producer span and linked to it.
+MESSAGING_SYSTEM = "nats"  # not one of the convention's well-known values: its own name
+
+
+def _messaging(subject: str, message_id: str | None, operation: str, kind: str,
+               body_size: int | None = None) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
+        messaging.MESSAGING_SYSTEM: MESSAGING_SYSTEM,
+        messaging.MESSAGING_DESTINATION_NAME: subject,
+        messaging.MESSAGING_OPERATION_NAME: operation,
+        messaging.MESSAGING_OPERATION_TYPE: kind,
+    }
+    if message_id:
+        attributes[messaging.MESSAGING_MESSAGE_ID] = message_id
+    if body_size is not None:
+        attributes[messaging.MESSAGING_MESSAGE_BODY_SIZE] = body_size
+    return attributes
+
+
+@contextmanager
+def producer_span(subject: str, payload: bytes, headers: dict[str, str]
+                  ) -> Iterator[dict[str, str]]:
+    """A PRODUCER span around one publish; yields the headers to send, which carry its
+    context (the consumer's `process` span is its child and links to it).
+
+    Its parent is the trace context already in `headers` (the outbox row's: the request
+    that made the event, so the publish is in that trace however late the relay sends it),
+    else the current one. While spans are not recorded, the headers go as they are: the
+    trace id still travels, and the relay pays nothing per event for a span nobody reads.
+    """
+    if not _recording:
+        yield headers
+        return
+    parent = propagate.extract(headers) if "traceparent" in headers else None
+    with _tracer.start_as_current_span(
+        f"publish {subject}", context=parent, kind=trace.SpanKind.PRODUCER,
+        attributes=_messaging(subject, headers.get("Nats-Msg-Id"), "publish", "send",
+                              len(payload)),
+    ) as span:
+        sent = dict(headers)
+        propagate.inject(sent)
+        try:
+            yield sent
+        except Exception as exc:
+            span.set_attribute(error_attributes.ERROR_TYPE, type(exc).__qualname__)
+            raise
+
+
 @contextmanager
 def consumer_span(consumer: str, event: Event) -> Iterator[trace.Span]:
-    """A CONSUMER span that continues the trace the producer put in the headers."""
+    """A CONSUMER `process` span that continues the trace the producer put in the headers:
+    a child of the producer's span, and linked to it (the message's creation context)."""
     parent = propagate.extract(event.headers)
+    creation = trace.get_current_span(parent).get_span_context()
     token = context.attach(parent)
     try:
         with _tracer.start_as_current_span(
-            f"{event.subject} process",
+            f"process {event.subject}",
             kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.name": event.subject,
-                "messaging.message.id": str(event.id),
-                "messaging.consumer.group.name": consumer,
-            },
+            attributes=_messaging(event.subject, str(event.id), "process", "process",
+                                  len(event.data))
+            | {messaging.MESSAGING_CONSUMER_GROUP_NAME: consumer},
+            links=[trace.Link(creation)] if creation.is_valid else None,
         ) as span:
             yield span
     finally:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,15 @@ class ReceivedSpan:
     service: str
     name: str
     trace_id: str
+    span_id: str = ""
+    parent_span_id: str = ""  # "" for a root span
+    kind: int = Span.SPAN_KIND_UNSPECIFIED  # Span.SPAN_KIND_PRODUCER, ...
+    attributes: dict[str, str | int] = field(default_factory=dict)
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each linked span
+
+
+def _value(value: AnyValue) -> str | int:
+    return value.int_value if value.WhichOneof("value") == "int_value" else value.string_value
 
 
 class OtlpReceiver:
@@ -55,9 +66,18 @@ class OtlpReceiver:
             service = attrs.get("service.name", "?")
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
-                    found.append(ReceivedSpan(service, span.name, span.trace_id.hex()))
+                    found.append(ReceivedSpan(
+                        service, span.name, span.trace_id.hex(), span.span_id.hex(),
+                        span.parent_span_id.hex(), span.kind,
+                        {a.key: _value(a.value) for a in span.attributes},
+                        tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
+                    ))
         with self._lock:
             self.spans.extend(found)
+
+    def spans_of(self, trace_id: str) -> list[ReceivedSpan]:
+        with self._lock:
+            return [span for span in self.spans if span.trace_id == trace_id]
 
     def services_by_trace(self) -> dict[str, set[str]]:
         with self._lock:

@@ -6,10 +6,12 @@ import secrets
 
 import asyncpg
 import httpx
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from services.cli.audit import run_audit
 from tests import factories
 from tests.e2e.conftest import Stack
+from tests.e2e.otlp import ReceivedSpan
 from tests.helpers import eventually
 
 
@@ -142,3 +144,56 @@ async def test_one_checkout_is_one_trace_across_all_four_services(stack: Stack, 
         timeout_s=30, what="spans from all four services in one trace",
     )
     assert found >= {"orders", "payments", "membership", "analytics"}
+
+    # The events the checkout wrote into the outboxes (each row keeps the trace it was made in).
+    conn = await asyncpg.connect(stack.db.auditor_dsn)
+    try:
+        events = {
+            str(row["event_id"]): row["subject"]
+            for schema in ("orders", "payments", "membership")
+            for row in await conn.fetch(
+                f"SELECT event_id, subject FROM {schema}.outbox "
+                "WHERE headers->>'traceparent' LIKE $1", f"00-{trace_id}-%")
+        }
+    finally:
+        await conn.close()
+    assert {"orders.order.placed", "orders.order.confirmed",
+            "payments.payment.captured"} <= set(events.values())
+
+    confirmed = next(i for i, s in events.items() if s == "orders.order.confirmed")
+
+    async def messaging_spans() -> tuple[dict[str, ReceivedSpan], list[ReceivedSpan]]:
+        spans = stack.otlp.spans_of(trace_id)
+        producers = {s.attributes.get("messaging.message.id", ""): s for s in spans
+                     if s.kind == Span.SPAN_KIND_PRODUCER}
+        return producers, [s for s in spans if s.kind == Span.SPAN_KIND_CONSUMER]
+
+    def complete(found: tuple[dict[str, ReceivedSpan], list[ReceivedSpan]]) -> bool:
+        processed = {(s.service, s.attributes.get("messaging.message.id")) for s in found[1]}
+        return (set(events) | {message for _, message in processed} <= set(found[0])
+                and {("membership", confirmed), ("analytics", confirmed)} <= processed)
+
+    # OpenTelemetry's messaging conventions: a producer span per publish, in the trace, and
+    # the confirmation processed by membership (points) and analytics (GMV) in it too.
+    producers, consumers = await eventually(
+        messaging_spans, until=complete, timeout_s=30,
+        what="a publish span per event of the checkout, process spans of the confirmation",
+    )
+    for event_id, subject in events.items():
+        span = producers[event_id]
+        assert span.name == f"publish {subject}"
+        assert span.attributes["messaging.system"] == "nats"
+        assert span.attributes["messaging.destination.name"] == subject
+        assert span.attributes["messaging.operation.type"] == "send"
+        assert span.service == subject.split(".")[0]
+    # Each `process <subject>` span is a child of the publish span of that very message,
+    # and linked to it.
+    for span in consumers:
+        producer = producers[str(span.attributes["messaging.message.id"])]
+        subject = producer.attributes["messaging.destination.name"]
+        assert span.name == f"process {subject}"
+        assert span.attributes["messaging.system"] == "nats"
+        assert span.attributes["messaging.destination.name"] == subject
+        assert span.attributes["messaging.operation.type"] == "process"
+        assert span.parent_span_id == producer.span_id
+        assert (trace_id, producer.span_id) in span.links

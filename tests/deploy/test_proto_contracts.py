@@ -70,11 +70,16 @@ def test_buf_lint_refuses_a_badly_named_message(buf: Path, tmp_path: Path) -> No
     assert "order_archived" in result.stdout and "PascalCase" in result.stdout, result.stdout
 
 
-def test_no_wire_breaking_change_since_the_previous_commit(buf: Path, tmp_path: Path) -> None:
+def test_no_wire_breaking_change_since_the_previous_commit(
+    buf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     older = previous_protos(tmp_path)
     against = older or BASELINE
     result = breaking(buf, PROTO, against)
     what = "HEAD~1's proto/" if older else "the committed baseline (this clone has no parent)"
+    if older is None:
+        with capsys.disabled():
+            print(f"\nbuf breaking: compared proto/ with {what}, proto/buf.baseline.json")
     assert result.returncode == 0, (
         f"proto/ breaks the wire against {what}:\n{result.stdout}{result.stderr}"
     )

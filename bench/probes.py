@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.openloop import histogram_quantile
 from services.common.events import STREAMS
 
-LAG = "analytics_confirmation_to_gmv_seconds"
+LAG = "marketplace_analytics_confirmation_to_gmv_seconds"
 
 
 async def stream_sequences(nats_url: str) -> dict[str, int]:
@@ -48,7 +48,7 @@ async def lag_histogram(analytics_urls: Sequence[str]) -> dict[float, float]:
     return buckets
 
 
-BATCH = "orders_batch_size"
+BATCH = "marketplace_orders_batch_size"
 STAGES = ("place", "pay", "settle")
 
 

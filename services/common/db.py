@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
+
+from services.common import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +37,27 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     release, several per checkout; through a transaction pooler the reset would run on
     whichever server connection the pooler picks, not this session's.
     """
+
+
+class MeteredPool(asyncpg.Pool):
+    """asyncpg's pool, timing each acquire and counting the acquires waiting now; its state
+    is read by `metrics.POOLS` when /metrics is scraped, under `name`."""
+
+    def __init__(self, dsn: str, *, name: str, **kwargs: Any) -> None:
+        super().__init__(dsn, connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+                         loop=None, **kwargs)
+        self.name, self.waiting = name, 0
+        self._acquired = metrics.DB_ACQUIRE.labels(name)
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
+        # Every way to a connection (`acquire`, `pool.fetch` and the like) comes through here.
+        start = time.perf_counter()
+        self.waiting += 1
+        try:
+            return await super()._acquire(timeout)  # type: ignore[misc]
+        finally:
+            self.waiting -= 1
+            self._acquired.observe(time.perf_counter() - start)
 
 
 async def _retrying(open_: Callable[[], Awaitable[T]], *, what: str, attempts: int) -> T:
@@ -79,8 +103,9 @@ async def create_pool(
         server_settings["search_path"] = schema
 
     async def open_pool() -> asyncpg.Pool:
-        pool: asyncpg.Pool = await asyncpg.create_pool(
+        pool = MeteredPool(
             dsn,
+            name=application_name,
             min_size=min_size,
             max_size=max_size,
             server_settings=server_settings,
@@ -90,7 +115,10 @@ async def create_pool(
             # Connections that broke (e.g. Postgres restarted) are replaced on next use.
             max_inactive_connection_lifetime=60.0,
             command_timeout=30.0,
+            max_queries=50_000,
         )
+        await pool  # opens its first connections
+        metrics.POOLS.pools.add(pool)
         return pool
 
     return await _retrying(open_pool, what=application_name, attempts=connect_attempts)

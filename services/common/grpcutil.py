@@ -15,7 +15,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import telemetry
+from services.common import grpcmetrics, telemetry
 
 IDENTITY_HEADER = "x-service-name"
 TOKEN_HEADER = "x-service-token"
@@ -131,7 +131,8 @@ class ServiceChannel:
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _IdentifiedCall:
         """What a generated stub asks for, for each of its methods."""
-        return _IdentifiedCall(self.inner.unary_unary(method, *args, **kwargs), self)
+        return _IdentifiedCall(self.inner.unary_unary(method, *args, **kwargs), self,
+                               grpcmetrics.ClientMetrics(method))
 
     async def channel_ready(self) -> None:
         await self.inner.channel_ready()
@@ -147,8 +148,9 @@ class ServiceChannel:
 
 
 class _IdentifiedCall:
-    def __init__(self, call: aio.UnaryUnaryMultiCallable, channel: ServiceChannel) -> None:
-        self.call, self.channel = call, channel
+    def __init__(self, call: aio.UnaryUnaryMultiCallable, channel: ServiceChannel,
+                 measured: grpcmetrics.ClientMetrics) -> None:
+        self.call, self.channel, self.measured = call, channel, measured
 
     def __call__(self, request: Any, *, timeout: float | None = None,
                  metadata: Any = None, wait_for_ready: bool | None = None,
@@ -161,14 +163,14 @@ class _IdentifiedCall:
             carrier: dict[str, str] = {}
             telemetry.inject(carrier)
             sent.extend(carrier.items())
-        return self.call(
+        return self.measured.observe(self.call(
             request, metadata=tuple(sent),
             timeout=channel.timeout_s if timeout is None else timeout,
             # While a peer restarts, wait (within the deadline) for the channel to reconnect
             # rather than failing at once with UNAVAILABLE.
             wait_for_ready=True if wait_for_ready is None else wait_for_ready,
             **kwargs,
-        )
+        ))
 
 
 # Every call is balanced over every address the target resolves to (each replica behind a
@@ -247,6 +249,7 @@ def server(secret: str, allowed: Mapping[str, set[str]]) -> aio.Server:
     tracing = telemetry.grpc_server_interceptors(untraced=OPEN_SERVICES)
     return aio.server(
         interceptors=[
+            grpcmetrics.ServerMetricsInterceptor(),  # first: refused calls are counted too
             *tracing,
             ServiceIdentityInterceptor(secret, allowed, continue_trace=not tracing),
         ],

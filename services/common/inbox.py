@@ -16,7 +16,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.common import telemetry
+from services.common import metrics, telemetry
 from services.common.bus import Bus
 from services.common.events import Event
 
@@ -200,6 +200,8 @@ class Consumer:
         self.applied_total += len(done.applied)
         self.duplicates_total += done.duplicates
         self.dead_lettered_total += done.dead_lettered
+        metrics.CONSUMER_APPLIED.labels(self.name).inc(len(done.applied))
+        metrics.CONSUMER_DEAD.labels(self.name).inc(done.dead_lettered)
         self.committed(done)
 
     async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[Event]) -> Applied:
@@ -212,6 +214,7 @@ class Consumer:
 
     def _fell_back(self, exc: Exception) -> None:
         self.fallbacks_total += 1
+        metrics.CONSUMER_FALLBACKS.labels(self.name).inc()
         log.warning(
             "consumer %s: batch failed, applying it event by event", self.name,
             extra={"consumer": self.name, "error": f"{type(exc).__name__}: {exc}"},

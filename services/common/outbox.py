@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from google.protobuf.message import Message
 
-from services.common import telemetry
+from services.common import metrics, telemetry
 from services.common.bus import Bus
 from services.common.db import connect
 from services.common.events import SUBJECTS, envelope_headers
@@ -205,6 +205,7 @@ class OutboxRelay:
             self._unmarked = sent
             total += len(sent)
             self.published_total += len(sent)
+            metrics.OUTBOX_PUBLISHED.inc(len(sent))
             if len(sent) < len(rows):
                 raise ConnectionError(f"published {len(sent)} of {len(rows)} outbox rows")
             if len(rows) < self.batch_size:  # drained: no need to ask again until woken
@@ -236,6 +237,23 @@ class OutboxRelay:
         if errors:
             log.warning("outbox publish failed", extra={"error": str(errors[0])})
         return sent
+
+
+# The oldest pending row first, by the partial index on pending rows; the count stops at a
+# bound, so a backlog of millions costs no more to watch than one of 100,000.
+_BACKLOG = """
+SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL
+                              LIMIT 100000) p) AS backlog,
+       coalesce((SELECT extract(epoch FROM now() - created_at) FROM outbox
+                  WHERE published_at IS NULL ORDER BY seq LIMIT 1), 0) AS age_s
+"""
+
+
+async def backlog(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, float]:
+    """(rows not yet published, age in seconds of the oldest of them, 0 when none)."""
+    row = await conn.fetchrow(_BACKLOG)
+    assert row is not None
+    return int(row["backlog"]), float(row["age_s"])
 
 
 async def republish_since(conn: asyncpg.Connection, since: Any) -> int:

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from grpc import aio
 
-from services.common import db, grpcutil, metrics, purge, telemetry
+from services.common import db, grpcutil, metrics, outbox, purge, telemetry
 from services.common.bus import Bus
 from services.common.inbox import Consumer
 from services.common.migrations import migrate
@@ -75,7 +75,7 @@ class Infra:
             detail["postgres"] = {"ok": False, "error": str(exc)}
         detail["nats"] = {"ok": self.bus.connected}
         # A relay that cannot publish leaves the replica ready (its error shows here and its
-        # backlog in outbox_backlog's alert): every replica publishes to the same NATS, so
+        # backlog in the outbox alerts): every replica publishes to the same NATS, so
         # leaving the balancer mends nothing, and requests (checkouts) never wait for the
         # relay. While a NATS cluster elected a stream leader, the lock passing between
         # failing replicas took every orders replica out of the balancer at once.
@@ -143,19 +143,27 @@ async def _observe(infra: Infra) -> None:
     next_purge = 0.0
     loop = asyncio.get_running_loop()
     while True:
-        metrics.OUTBOX_BACKLOG.set(infra.relay.backlog)
-        metrics.OUTBOX_PUBLISHED.set(infra.relay.published_total)
+        await _observe_outbox(infra.pool)
         for c in infra.consumers:
             lag = infra.lags[c.name] = await c.lag()
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(c.name).set(lag)
-            metrics.CONSUMER_APPLIED.labels(c.name).set(c.applied_total)
-            metrics.CONSUMER_DEAD.labels(c.name).set(c.dead_lettered_total)
-            metrics.CONSUMER_FALLBACKS.labels(c.name).set(c.fallbacks_total)
         if loop.time() >= next_purge:
             await purge_once(infra)
             next_purge = loop.time() + infra.settings.purge_interval_s
         await asyncio.sleep(5)
+
+
+async def _observe_outbox(pool: asyncpg.Pool) -> None:
+    """The outbox backlog and its oldest row's age, as the table has them; the last values
+    stay while Postgres does not answer (the relay's own error shows in /readyz)."""
+    try:
+        backlog, age_s = await asyncio.wait_for(outbox.backlog(pool), POOL_PROBE_S * 10)
+    except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
+        log.debug("outbox gauges not refreshed", extra={"error": str(exc)})
+        return
+    metrics.OUTBOX_BACKLOG.set(backlog)
+    metrics.OUTBOX_AGE.set(age_s)
 
 
 async def purge_once(infra: Infra) -> bool:

@@ -14,15 +14,10 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from prometheus_client import Histogram
+from services.orders.metrics import BATCH_SIZE
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-BATCH_SIZE = Histogram(
-    "orders_batch_size", "Checkouts per batch, by step (place, pay, settle)", ["stage"],
-    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
-)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from marketplace.payments.v1.payments_pb2 import PaymentStatus as PS
 
 from services.common import outbox
 from services.orders import faults, messages, views
+from services.orders import metrics as orders_metrics
 from services.orders.clients import NotFound, Payment, Rejected, Unavailable
 from services.orders.context import Context
 from services.orders.domain.order import CancelReason, Order, OrderEvent, OrderStatus, transition
@@ -117,6 +118,8 @@ async def confirm(ctx: Context, order: Order, payment: Payment) -> Order:
             message=messages.refunded(done, amount=refunded, refunded_total=refunded)))
     if await ctx.pipeline.settle(_settling(done, events)) != Settled.DONE:
         return await _captured_too_late(ctx, order.id, payment)
+    orders_metrics.SETTLED.labels("confirmed", "").inc()
+    orders_metrics.GMV.labels(done.currency).inc(done.total)
     await settle_points(ctx, done)
     return done
 
@@ -156,6 +159,7 @@ async def cancel(
         settled = await ctx.pipeline.settles.settle_refilled(item)
     if settled != Settled.DONE:
         return await _load(ctx, order.id)
+    orders_metrics.SETTLED.labels("cancelled", str(reason)).inc()
     await settle_points(ctx, done)
     return done
 

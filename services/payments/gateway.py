@@ -6,25 +6,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Counter, Gauge
-
 from services.payments.breaker import BreakerState, CircuitBreaker, Permit
+from services.payments.metrics import BREAKER_OPEN, FAILURE_RATIO, PROCESSOR_CALLS
 from services.payments.processor import CardProcessor, ProcessorResult, ProcessorUnavailable
 
 log = logging.getLogger(__name__)
-
-BREAKER_OPEN = Gauge(
-    "payments_processor_breaker_open",
-    "1 while the processor breaker is not closed (open, or half-open letting trials through)",
-)
-FAILURE_RATIO = Gauge(
-    "payments_processor_failure_ratio",
-    "Share of processor calls that failed in the breaker's window (each request once)",
-)
-PROCESSOR_CALLS = Counter(
-    "payments_processor_calls_total", "Card processor calls by operation and outcome",
-    ["operation", "outcome"],
-)
 
 
 class ProcessorGateway:

@@ -46,12 +46,12 @@ SECRET_NAMES = {
 }
 
 WATCHED_METRICS = (
-    "http_requests_total",
-    "http_request_duration_seconds",
-    "http_rejected_total",
-    "outbox_backlog",
-    "consumer_lag_messages",
-    "consumer_dead_lettered_total",
+    "marketplace_http_requests_total",
+    "marketplace_http_request_duration_seconds",
+    "marketplace_http_rejected_total",
+    "marketplace_outbox_backlog",
+    "marketplace_consumer_lag_messages",
+    "marketplace_consumer_dead_lettered_total",
 )
 DOC_NEEDLES = (
     "sync_interval: always",

@@ -110,7 +110,7 @@ async def _ready(http: httpx.AsyncClient, stack: ServiceStack, name: str) -> boo
 
 async def _breaker_open(http: httpx.AsyncClient, stack: ServiceStack) -> bool:
     metrics = (await http.get(f"{stack.url('payments')}/metrics")).text
-    return "payments_processor_breaker_open 1.0" in metrics
+    return "marketplace_payments_processor_breaker_open 1.0" in metrics
 
 
 async def test_slow_processor_opens_the_breaker_and_it_closes_on_recovery(

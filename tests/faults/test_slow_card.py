@@ -36,7 +36,7 @@ async def _authorize_calls(http: httpx.AsyncClient, stack: ServiceStack) -> floa
     text = (await http.get(f"{stack.url('payments')}/metrics")).text
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-        if line.startswith('payments_processor_calls_total{operation="authorize"')
+        if line.startswith('marketplace_payments_processor_calls_total{operation="authorize"')
     )
 
 

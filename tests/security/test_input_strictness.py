@@ -143,7 +143,8 @@ async def _processor_refunds(http: httpx.AsyncClient, payments: str) -> float:
     """Refund calls the card processor has had, by the payments service's own metric."""
     text = (await http.get(f"{payments}/metrics")).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if "processor_calls_total{" in line and 'operation="refund"' in line)
+               if line.startswith("marketplace_payments_processor_calls_total{")
+               and 'operation="refund"' in line)
 
 
 async def test_a_refund_refused_for_its_reason_never_reaches_the_processor(

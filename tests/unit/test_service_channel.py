@@ -43,7 +43,7 @@ def test_every_call_carries_identity_a_deadline_and_waits_for_a_reconnecting_pee
     channel, inner = _channel(inject_trace=False)
     stub_method = channel.unary_unary("/p.v1.S/Authorize", request_serializer=str,
                                       _registered_method=True)
-    assert stub_method("req") == "call"
+    assert stub_method("req").call == "call"
     recorded, registered = inner.methods["/p.v1.S/Authorize"]
     [call] = recorded.calls
     assert registered == {"request_serializer": str, "_registered_method": True}

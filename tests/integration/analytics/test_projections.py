@@ -130,7 +130,7 @@ async def test_readiness_lists_every_consumer_and_metrics_time_confirmations(
     assert all(c["lag"] == 0 for c in ready["consumers"]["items"].values())
     counts = [
         float(ln.split()[-1]) for ln in metrics.splitlines()
-        if ln.startswith("analytics_confirmation_to_gmv_seconds_count")
+        if ln.startswith("marketplace_analytics_confirmation_to_gmv_seconds_count")
     ]
     assert counts and counts[0] >= 1
     gmv = await analytics.report("/v1/analytics/gmv")

@@ -102,7 +102,7 @@ async def _listings_counted(services: Stack) -> float:
     """`GET /v1/products` answered 200, as /metrics counts them."""
     assert services.orders is not None
     text = (await services.orders.get("/metrics")).text
-    line = 'http_requests_total{method="GET",route="/v1/products",status="200"} '
+    line = 'marketplace_http_requests_total{method="GET",route="/v1/products",status="200"} '
     return sum(float(row.removeprefix(line)) for row in text.splitlines()
                if row.startswith(line))
 

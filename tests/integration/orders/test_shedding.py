@@ -52,7 +52,7 @@ async def _shed_count(stack: Stack) -> float:
     """Checkouts answered 503 so far (the metrics registry is shared by the test session)."""
     assert stack.orders is not None
     text = (await stack.orders.get("/metrics")).text
-    prefix = 'http_requests_total{method="POST",route="/v1/orders",status="503"} '
+    prefix = 'marketplace_http_requests_total{method="POST",route="/v1/orders",status="503"} '
     values = [float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)]
     return values[0] if values else 0.0
 

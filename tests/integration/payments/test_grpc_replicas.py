@@ -20,7 +20,7 @@ from tests.integration.processes import SECRET, Replica, replicas
 
 pytestmark = pytest.mark.topology
 
-CALLS = "payments_processor_calls_total"
+CALLS = "marketplace_payments_processor_calls_total"
 
 
 def sale() -> pb.AuthorizeRequest:

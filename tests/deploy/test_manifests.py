@@ -26,6 +26,9 @@ from typing import Any
 import pytest
 import yaml
 
+from services.membership import rpc as membership_rpc
+from services.payments import rpc as payments_rpc
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DEV_ENV = ROOT / "deploy" / "compose" / "dev.env"
@@ -38,6 +41,8 @@ NAMESPACE = "marketplace"
 
 HTTP_PORT = {"orders": 8000, "payments": 8001, "membership": 8002, "analytics": 8003}
 GRPC_PORT = {"payments": 50052, "membership": 50053}
+# What grpc.health.v1 answers for on each gRPC port (the liveness probe asks for it).
+GRPC_SERVICE = {"payments": payments_rpc.SERVICE, "membership": membership_rpc.SERVICE}
 SERVICES = tuple(HTTP_PORT)
 # Secrets are created out of band (docs/operations.md); manifests only reference them.
 SECRET_NAMES = {
@@ -377,12 +382,17 @@ def test_deployments_are_production_shaped(rendered: dict[str, list[Doc]], overl
         (container,) = pod["containers"]
         assert container["args"] == [f"services.{name}"]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        if name in GRPC_PORT:  # a gRPC server: alive when its health service answers
+            assert container["livenessProbe"]["grpc"] == {
+                "port": GRPC_PORT[name], "service": GRPC_SERVICE[name]}
+        else:
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["http"] == HTTP_PORT[name]
         assert ports.get("grpc") == GRPC_PORT.get(name)
         for probe in ("readinessProbe", "livenessProbe"):
-            assert container[probe]["httpGet"]["port"] in ("http", HTTP_PORT[name])
+            if "httpGet" in container[probe]:
+                assert container[probe]["httpGet"]["port"] in ("http", HTTP_PORT[name])
         resources = container["resources"]
         for part in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(resources[part]), f"{name} {part}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 ErrorCode = Literal[
@@ -44,11 +44,12 @@ class _Command:
     key: str
 
     def fingerprint(self) -> str:
-        fields = [str(v) for v in self._hashed()]
-        return hashlib.sha256("\x1f".join([type(self).__name__, *fields]).encode()).hexdigest()
+        values = [str(v) for v in self._hashed()]
+        return hashlib.sha256("\x1f".join([type(self).__name__, *values]).encode()).hexdigest()
 
     def _hashed(self) -> tuple[object, ...]:
-        return tuple(astuple(self)[1:])  # type: ignore[call-overload]
+        # The fields are flat values: astuple's deep copy of each would only cost time.
+        return tuple(getattr(self, f.name) for f in fields(self))[1:]  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ FORWARDED = {
     "dlq": "services.cli.dlq",
     "outbox": "services.cli.outbox_cli",
     "analytics rebuild": "services.cli.analytics_rebuild",
+    "history": "services.cli.history",
 }
 
 
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--service", action="append", choices=SERVICES)
     sub.add_parser("seed", help="load seed data (options: marketplace seed --help)", add_help=False)
     sub.add_parser("audit", help="consistency checks (marketplace audit --help)", add_help=False)
+    sub.add_parser("history", help="fill the stack with a consistent past (marketplace history "
+                   "--help)", add_help=False)
     analytics = sub.add_parser("analytics", help="analytics projections")
     analytics.add_subparsers(dest="action", required=True).add_parser(
         "rebuild", help="replay the streams into fresh projections (marketplace analytics "

@@ -1,0 +1,256 @@
+"""`marketplace history`: fill a stack with a realistic, consistent past.
+
+Orders with their lines, payments with their journal entries, points ledger entries, the
+analytics projection, and, for the recent past only, published outbox rows, inbox rows and
+stored answers within their retention; `marketplace audit` over it is clean. An operator
+tool like dbsetup: it writes every service's schema directly, as the admin login, into a
+migrated stack that is stopped or idle, with COPY, a chunk per transaction. Deterministic:
+the same --seed and --until give the same rows (a second run needs another seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from seeds.seed import Progress
+from services.analytics.settings import AnalyticsSettings
+from services.cli import history_members
+from services.cli.history_events import Cutoffs, add_recent
+from services.cli.history_model import Chunk, Plan, Simulation, Sku
+from services.common.settings import ServiceSettings
+from services.payments.settings import PaymentsSettings
+
+DEFAULT_SEED = 20151111
+CHUNK = 20_000
+# The columns each generated row fills, in its order (history_model, history_events).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "orders.orders": (
+        "id", "member_id", "status", "subtotal", "discount", "points_redeemed", "total",
+        "currency", "payment_token", "payment_id", "cancel_reason", "idempotency_key",
+        "payment_deadline", "retry_at", "points_pending", "created_at", "updated_at",
+        "refunded", "tier", "discount_bps"),
+    "orders.order_lines": ("order_id", "line_no", "sku_id", "product_id", "merchant_id",
+                           "category", "quantity", "unit_price", "line_total"),
+    "orders.idempotency_keys": ("member_id", "key", "request_hash", "status", "order_id",
+                                "response_status", "response_body", "created_at",
+                                "expires_at"),
+    "payments.payments": ("id", "order_id", "member_id", "merchant_id", "status", "currency",
+                          "amount", "captured", "refunded", "commission", "decline_code",
+                          "processor_ref", "request_hash", "created_at", "updated_at"),
+    "payments.refunds": ("id", "payment_id", "amount", "reason", "created_at"),
+    "payments.journal_entries": ("id", "payment_id", "kind", "currency", "created_at"),
+    "payments.journal_lines": ("entry_id", "account", "amount"),
+    "payments.idempotency_keys": ("method", "key", "request_hash", "payment_id", "response",
+                                  "created_at"),
+    "membership.points_ledger": ("member_id", "delta", "balance_after", "reason", "order_id",
+                                 "created_at", "refunded_total"),
+    "membership.member_orders": ("order_id", "member_id", "total", "refunded", "tier_at_order",
+                                 "points_earned", "confirmed_at", "refunded_at"),
+    "membership.points_reservations": ("order_id", "member_id", "points", "status",
+                                       "created_at", "updated_at"),
+    "analytics.orders_fact": ("order_id", "member_id", "status", "total", "confirmed_at",
+                              "refunded", "refunded_at", "updated_at"),
+    "analytics.payments_fact": ("payment_id", "order_id", "member_id", "status", "status_rank",
+                                "amount", "captured", "refunded", "decline_code",
+                                "first_seen_at", "updated_at"),
+    "analytics.order_lines": ("order_id", "sku_id", "product_id", "merchant_id", "member_id",
+                              "category", "units", "gmv", "confirmed_at"),
+    **{f"{schema}.outbox": ("event_id", "subject", "aggregate_id", "payload", "headers",
+                            "created_at", "published_at")
+       for schema in ("orders", "payments", "membership")},
+    **{f"{schema}.inbox": ("consumer", "event_id", "subject", "processed_at")
+       for schema in ("analytics", "membership")},
+    **history_members.COLUMNS,
+}
+
+
+def _default(model: type[ServiceSettings], name: str) -> float:
+    return float(model.model_fields[name].default)
+
+
+def cutoffs(now: datetime) -> Cutoffs:
+    """What each retention (the services' settings, at their defaults) keeps, from `now`."""
+    return Cutoffs(
+        outbox=now - timedelta(hours=_default(ServiceSettings, "outbox_retention_h")),
+        inbox=now - timedelta(days=_default(ServiceSettings, "inbox_retention_days")),
+        order_keys=now,  # expires_at < now: the purge takes it
+        payment_keys=now - timedelta(
+            days=_default(PaymentsSettings, "idempotency_retention_days")),
+        gmv_seconds=now - timedelta(
+            days=_default(AnalyticsSettings, "second_retention_days")),
+    )
+
+
+@dataclass(frozen=True)
+class Loaded:
+    orders: int
+    members: int
+    rows: int
+    seconds: float
+
+
+async def _catalog(conn: asyncpg.Connection) -> list[Sku]:
+    rows = await conn.fetch(
+        "SELECT s.id, s.product_id, p.merchant_id, p.category, s.price "
+        "FROM orders.skus s JOIN orders.products p ON p.id = s.product_id ORDER BY s.id")
+    return [Sku(*r) for r in rows]
+
+
+async def _copy(conn: asyncpg.Connection, table: str, rows: list[tuple[object, ...]]) -> None:
+    schema, name = table.split(".")
+    await conn.copy_records_to_table(name, records=rows, columns=COLUMNS[table],
+                                     schema_name=schema)
+
+
+async def _journal_ids(conn: asyncpg.Connection, out: Chunk) -> None:
+    """Entries are numbered from 0 within the chunk: take that many ids from the sequence
+    (the table locked, so nothing else takes one meanwhile) and renumber them."""
+    entries = out.rows.get("payments.journal_entries", [])
+    if not entries:
+        return
+    await conn.execute("LOCK TABLE payments.journal_entries IN SHARE ROW EXCLUSIVE MODE")
+    base = await conn.fetchval(
+        "SELECT nextval(pg_get_serial_sequence('payments.journal_entries', 'id'))")
+    await conn.execute("SELECT setval(pg_get_serial_sequence('payments.journal_entries', 'id'),"
+                       " $1)", base + len(entries) - 1)
+    out.rows["payments.journal_entries"] = [(base + e, *rest) for e, *rest in entries]
+    out.rows["payments.journal_lines"] = [
+        (base + e, account, amount) for e, account, amount in out.rows["payments.journal_lines"]]
+
+
+async def _write_chunk(conn: asyncpg.Connection, out: Chunk) -> int:
+    """One chunk in one transaction: its rows, the analytics buckets it adds to, the SKUs'
+    sold units (restocked by as many: history changes no SKU's stock on hand)."""
+    writes = out.writes
+    out.rows["analytics.order_lines"] = [
+        (o, s, x.product_id, x.merchant_id, x.member_id, x.category, x.units, x.gmv, x.at)
+        for (o, s), x in writes.lines.items()]
+    writes.lines = {}
+    async with conn.transaction():
+        await _journal_ids(conn, out)
+        for table, rows in out.rows.items():
+            await _copy(conn, table, rows)
+        await conn.execute("SET LOCAL search_path = analytics")
+        await writes.flush(conn)  # per-minute and per-second GMV, product sales: added to
+        skus = sorted(out.sold)
+        await conn.execute(
+            "UPDATE orders.skus s SET sold = s.sold + x.n, restocked = s.restocked + x.n "
+            "FROM unnest($1::uuid[], $2::bigint[]) AS x(id, n) WHERE s.id = x.id",
+            skus, [out.sold[s] for s in skus])
+    return sum(len(rows) for rows in out.rows.values())
+
+
+async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, progress: bool = True,
+               now: datetime | None = None) -> Loaded:
+    """Generate and write `plan`'s history; returns what it wrote."""
+    started = time.perf_counter()
+    # The rows are consistent by construction (the audit checks it): the per-row triggers
+    # (the journal's balance check, foreign keys, the outbox's NOTIFY) are not run for them,
+    # as pg_restore does not; that is what makes ten million orders a matter of minutes.
+    conn = await asyncpg.connect(admin_dsn, server_settings={
+        "session_replication_role": "replica", "synchronous_commit": "off",
+        "application_name": "marketplace-history"})
+    try:
+        skus = await _catalog(conn)
+        simulation = Simulation(plan, skus)
+        cut = cutoffs(now or datetime.now(UTC))
+        bar = Progress(plan.orders + 1, enabled=progress, label="history")
+
+        def generate(first: int) -> Chunk:
+            out = simulation.chunk(first, min(chunk, plan.orders - first))
+            add_recent(out, cut)
+            return out
+
+        rows = 0
+        starts = range(0, plan.orders, chunk)
+        # The next chunk is made while Postgres writes this one.
+        coming = asyncio.ensure_future(asyncio.to_thread(generate, 0)) if starts else None
+        for first in starts:
+            assert coming is not None
+            out = await coming
+            if first + chunk < plan.orders:
+                coming = asyncio.ensure_future(asyncio.to_thread(generate, first + chunk))
+            rows += await _write_chunk(conn, out)
+            done = min(first + chunk, plan.orders)
+            bar.advance(done - first, f"{done:,} orders")
+        async with conn.transaction():
+            for table, member_rows in history_members.rows(
+                    simulation.members, password_hash=await history_members.password_hash(),
+                    seed=plan.seed, now=plan.until).items():
+                await _copy(conn, table, member_rows)
+                rows += len(member_rows)
+        bar.advance(1, "members")
+        for table in {t for t in COLUMNS} | {"orders.skus", "analytics.gmv_minute",
+                                             "analytics.gmv_second", "analytics.product_sales"}:
+            await conn.execute(f"ANALYZE {table}")
+    finally:
+        await conn.close()
+    return Loaded(plan.orders, plan.members, rows, time.perf_counter() - started)
+
+
+def admin_dsn() -> str:
+    """The local stack's admin login, or DATABASE_URL when it names a server."""
+    import os
+
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    from services.cli.stack import DataPaths, read_state
+
+    dsn = read_state(DataPaths.default()).get("admin_dsn")
+    if not dsn:
+        raise SystemExit("no stack: start one (`marketplace up` or `marketplace stack start`) "
+                         "or pass --dsn")
+    return str(dsn)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="marketplace history", description=__doc__)
+    p.add_argument("--orders", type=int, required=True, help="orders to add to the history")
+    p.add_argument("--days", type=float, default=365.0,
+                   help="how far back the history reaches (default 365)")
+    p.add_argument("--members", type=int, default=None,
+                   help="members who placed them (default: one per 20 orders, at least 1)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help="random seed; another one for each run into the same stack")
+    p.add_argument("--until", type=datetime.fromisoformat, default=None,
+                   help="the newest order's time, ISO 8601 (default: an hour ago)")
+    p.add_argument("--chunk", type=int, default=CHUNK, help="orders per transaction")
+    p.add_argument("--dsn", help="admin (superuser) Postgres URL of the stack's database "
+                   "(default: the local stack's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def plan_of(args: argparse.Namespace) -> Plan:
+    until = args.until or datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    members = args.members or max(1, args.orders // 20)
+    return Plan(orders=args.orders, members=members, seed=args.seed,
+                start=until - timedelta(days=args.days), until=until)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    if args.orders < 0 or (args.members is not None and args.members < 1):
+        print("error: --orders must be >= 0 and --members >= 1", file=sys.stderr)
+        return 2
+    plan = plan_of(args)
+    done = asyncio.run(load(args.dsn or admin_dsn(), plan, chunk=args.chunk,
+                            progress=not args.no_progress))
+    print(f"history: {done.orders:,} orders of {done.members:,} members from "
+          f"{plan.start:%Y-%m-%d %H:%M} to {plan.until:%Y-%m-%d %H:%M} UTC, {done.rows:,} rows "
+          f"in {done.seconds:.1f} s ({done.orders / max(done.seconds, 1e-9):,.0f} orders/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

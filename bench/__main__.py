@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import os
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
 
-from bench import ceilings, flash, generator, output, pools, probes, runs, shapes
+from bench import ceilings, cpu, flash, generator, output, pools, probes, runs, shapes
 from bench.openloop import best_rate
 from bench.output import Row
 from bench.stack import Target, ensure_stack
@@ -74,13 +75,15 @@ async def _ceilings(target: Target, cat: pools.Catalog, step_s: float,
         async with generator.session() as client:
             mono_env = {"BENCH_MONO_DSN": dsn, "BENCH_MONO_NATS": target.nats_url}
             with ceilings.app_process("bench.monolith:app", target.port_base + 90,
-                                      mono_env) as url:
+                                      mono_env) as server:
                 mono = await runs.find_ceiling(
-                    "monolith", runs.monolith_sender(client, url), start=100, step_s=step_s)
-            with ceilings.app_process("bench.hello:app", target.port_base + 91) as url:
+                    "monolith", runs.monolith_sender(client, server.url), start=100,
+                    step_s=step_s, cpu_seconds=_with_database(target, server.pid))
+            with ceilings.app_process("bench.hello:app", target.port_base + 91) as server:
                 hello = await runs.find_ceiling(
-                    "hello", generator.http_sender(client, "GET", f"{url}/hello"),
-                    start=250, step_s=step_s)
+                    "hello", generator.http_sender(client, "GET", f"{server.url}/hello"),
+                    start=250, step_s=step_s,
+                    cpu_seconds=functools.partial(cpu.process_seconds, server.pid))
             async with client.get(f"{target.url('orders')}/v1/categories") as answer:
                 categories = [c["name"] for c in (await answer.json())["items"]]
             # From hello's start: a search from lower would run out of steps below hello's.
@@ -90,11 +93,21 @@ async def _ceilings(target: Target, cat: pools.Catalog, step_s: float,
     finally:
         await ceilings.drop_db(target.admin_dsn)
     for kind, found in (("monolith", mono), ("hello", hello), ("browse", browse)):
-        row = Row.of(kind, found.step) if found.step else Row(kind, math.nan)
+        row = (Row.of(kind, found.step, cpu_ms_per_order=found.cpu_ms) if found.step
+               else Row(kind, math.nan))
         if kind == "browse" and hello.rate:
             row.ratio_to_hello = found.rate / hello.rate
         rows.append(row)
     return rows
+
+
+def _with_database(target: Target, pid: int) -> Callable[[], float]:
+    """The monolith's CPU seconds: its process, and the Postgres and NATS it writes to
+    (idle otherwise while the ceilings run), as the stack's figure counts them."""
+    def seconds() -> float:
+        shared = cpu.snapshot(target).seconds
+        return cpu.process_seconds(pid) + shared["postgres"] + shared["nats"]
+    return seconds
 
 
 def _ratios(rows: list[Row]) -> None:

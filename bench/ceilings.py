@@ -113,9 +113,15 @@ def run_pgbench(
     return Pgbench(float(tps.group(1)), float(latency.group(1)), clients)
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
-def app_process(app: str, port: int, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """uvicorn (uvloop + httptools, one process, as the services run) with `app`; its URL."""
+def app_process(app: str, port: int, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    """uvicorn (uvloop + httptools, one process, as the services run) with `app`."""
     cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
            "--log-level", "warning", "--backlog", "2048"]
@@ -133,7 +139,7 @@ def app_process(app: str, port: int, env: Mapping[str, str] | None = None) -> It
             if time.monotonic() > deadline:
                 raise SystemExit(f"{app} did not answer /healthz within 30s")
             time.sleep(0.2)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -51,6 +51,11 @@ def _tree_cpu(pid: int | None) -> float:
     return total
 
 
+def process_seconds(pid: int) -> float:
+    """CPU seconds of one process started outside the stack (a ceiling's server)."""
+    return _tree_cpu(pid)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     seconds: dict[str, float]

@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import orjson
 
-from bench import ceilings, generator
+from bench import ceilings, cpu, generator
 from bench.generator import Send, run_step
 from bench.openloop import Outcome, percentile
 from bench.output import Row
@@ -148,14 +148,22 @@ async def run(target: Target, cat: Catalog, shoppers: list[Shopper], *, rate: fl
     calls: list[Call] = []
     async with generator.session() as client:
         send = _recording(_sender(client, orders_url, shoppers, sku_id), calls)
+        before = cpu.snapshot(target)
         step = await run_step(send, rate=rate, duration_s=seconds)
+        spent = cpu.snapshot(target)
     outcomes = outcomes_of(calls, rate)
     per_s, counts = decisions(outcomes, seconds)
     p50, p95, p99 = decision_latency_ms(outcomes)
     after = (await _hot_stock(orders_url, cat)).get(sku_id)
+    # Nearly every decision is a refusal at the door (429 from the gate, 409 sold out), so
+    # orders' CPU per decision is what a refused checkout costs it.
+    per_decision = cpu.per_order_ms(before, spent, round(per_s * seconds))
     print(f"  decisions {per_s:7.1f}/s  p50 {p50:7.1f}  p99 {p99:8.1f} ms  "
           f"gen CPU {step.generator_cpu_pct:4.0f}%  (generator behind {step.behind_ms:.0f} ms)")
     print(f"  answers: {_counts_text(counts)}; {after} units on hand after")
+    if per_decision:
+        print(f"  CPU per decided checkout: orders {per_decision['orders']:.3f} ms, "
+              f"the whole stack {per_decision['total']:.3f} ms")
 
     dsn = await _prepare_db(target.admin_dsn)
     try:
@@ -172,5 +180,7 @@ async def run(target: Target, cat: Catalog, shoppers: list[Shopper], *, rate: fl
     row.confirmed_per_s = per_s  # the decision rate, as pgbench's tps in its row
     row.p50_ms, row.p95_ms, row.p99_ms = p50, p95, p99  # of decisions only
     row.ratio_to_pgbench = ratio
+    # Per decision here (nearly all refusals), not per confirmed order: orders' share.
+    row.cpu_ms_per_order = per_decision.get("orders", math.nan)
     pg_row = Row("flash-pgbench", math.nan, confirmed_per_s=pg.tps, achieved_per_s=pg.tps)
     return [row, pg_row]

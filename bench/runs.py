@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Ceiling:
     rate: float
     step: Step | None  # the highest step that kept p99 under the bound; None: none did
     steps: list[Step]
+    cpu_ms: float = math.nan  # the server's CPU per answered request in that step
 
 
 def checkout_sender(client: aiohttp.ClientSession, orders_url: str,
@@ -161,19 +163,28 @@ def _sustained(step: Step) -> bool:
 
 async def find_ceiling(
     label: str, send: Send, *, start: float, step_s: float, factor: float = 1.5,
-    max_steps: int = 10,
+    max_steps: int = 10, cpu_seconds: Callable[[], float] | None = None,
 ) -> Ceiling:
     """The highest rate sustained: up by `factor` until a step fails, then two bisections
-    between the last good and the first bad rate (down from `start` if it fails at once)."""
+    between the last good and the first bad rate (down from `start` if it fails at once).
+
+    `cpu_seconds`, when given, reads the server's CPU seconds so far (its processes, and the
+    database's for the monolith): each step then prints the CPU one answered request cost,
+    the floor a service of the same framework cannot go below."""
     steps: list[Step] = []
     best: Step | None = None
+    best_cpu = math.nan
     good, bad, rate = 0.0, math.inf, start
     while len(steps) < max_steps:
+        before = cpu_seconds() if cpu_seconds else math.nan
         step = await run_step(send, rate=rate, duration_s=step_s)
+        answered = step.summary.ok_per_s * step_s
+        cpu_ms = (1000.0 * (cpu_seconds() - before) / answered
+                  if cpu_seconds and answered else math.nan)
         steps.append(step)
-        _print_step(label, step)
+        _print_step(label, step, "" if math.isnan(cpu_ms) else f"  server CPU {cpu_ms:.2f} ms/req")
         if _sustained(step):
-            good, best = rate, step
+            good, best, best_cpu = rate, step, cpu_ms
         else:
             bad = rate
         if math.isinf(bad):
@@ -184,4 +195,4 @@ async def find_ceiling(
             rate = (good + bad) / 2
         else:
             break
-    return Ceiling(best.summary.ok_per_s if best else 0.0, best, steps)
+    return Ceiling(best.summary.ok_per_s if best else 0.0, best, steps, best_cpu)

@@ -7,13 +7,15 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
 
 from services.cli import audit_discounts, audit_points
+from services.cli.audit_window import Report, Scope, to_stderr
 
 
 @dataclass
@@ -29,22 +31,32 @@ class Check:
         return not self.violations
 
 
-CheckFn = Callable[[asyncpg.Connection], Awaitable[Check]]
+CheckFn = Callable[[asyncpg.Connection, Scope], Awaitable[Check]]
+ORDER_STATES = (
+    "SELECT o.id, o.status, o.total, o.refunded AS order_refunded, p.id AS payment_id, "
+    "       coalesce(p.captured, 0) AS captured, coalesce(p.refunded, 0) AS refunded "
+    "  FROM orders.orders o LEFT JOIN payments.payments p ON p.order_id = o.id "
+    " WHERE o.status <> 'PENDING' AND ($1::uuid[] IS NULL OR o.id = ANY($1::uuid[]))"
+)
 
 
-async def check_payments_match_orders(conn: asyncpg.Connection) -> Check:
+async def rows(conn: asyncpg.Connection, scope: Scope, what: str, sql: str,
+               *args: object) -> AsyncIterator[asyncpg.Record]:
+    """The rows of `sql` through a server-side cursor (the caller's transaction holds it),
+    with progress every 100,000 rows."""
+    n = 0
+    async for r in conn.cursor(sql, *args, prefetch=5_000):
+        n += 1
+        scope.counted(what, n)
+        yield r
+
+
+async def check_payments_match_orders(conn: asyncpg.Connection, scope: Scope) -> Check:
     """Per order, captured - refunded is what orders believes it kept: for CONFIRMED its
     total less its (partial) refunds, else 0."""
-    rows = await conn.fetch(
-        """
-        SELECT o.id, o.status, o.total, o.refunded AS order_refunded, p.id AS payment_id,
-               coalesce(p.captured, 0) AS captured, coalesce(p.refunded, 0) AS refunded
-          FROM orders.orders o LEFT JOIN payments.payments p ON p.order_id = o.id
-         WHERE o.status <> 'PENDING'
-        """
-    )
-    bad = []
-    for r in rows:
+    checked, bad = 0, []
+    async for r in rows(conn, scope, "orders", ORDER_STATES, scope.orders):
+        checked += 1
         kept = r["captured"] - r["refunded"]
         expected = r["total"] - r["order_refunded"] if r["status"] == "CONFIRMED" else 0
         if r["status"] == "REFUNDED" and r["order_refunded"] != r["total"]:
@@ -58,63 +70,104 @@ async def check_payments_match_orders(conn: asyncpg.Connection) -> Check:
                 f"{r['payment_id']} keeps {kept} (captured {r['captured']} - refunded "
                 f"{r['refunded']})"
             )
-    return Check("per order, captured - refunded equals what orders believes", len(rows), bad)
+    return Check("per order, captured - refunded equals what orders believes", checked, bad)
 
 
-async def check_merchant_payables(conn: asyncpg.Connection) -> Check:
+# What each payment owes its merchant and the platform after commission and the refunds'
+# share of it (floor(k * R / C)), and what the journal holds for it on those accounts.
+_PAYMENT_SHARES = r"""
+SELECT p.id, 'merchant_payable:' || p.merchant_id AS account,
+       p.captured - p.commission - (p.refunded - b.back) AS owed,
+       p.commission - b.back AS commission,
+       coalesce(sum(l.amount) FILTER (WHERE l.account = 'merchant_payable:' || p.merchant_id),
+                0) AS journal_payable,
+       coalesce(sum(l.amount) FILTER (WHERE l.account = 'platform_commission'), 0)
+         AS journal_commission
+  FROM payments.payments p
+  CROSS JOIN LATERAL (SELECT CASE WHEN p.captured > 0
+                             THEN p.commission * p.refunded / p.captured ELSE 0 END) b(back)
+  LEFT JOIN payments.journal_entries e ON e.payment_id = p.id
+  LEFT JOIN payments.journal_lines l ON l.entry_id = e.id
+ WHERE p.id = ANY($1::uuid[])
+ GROUP BY p.id, p.merchant_id, p.captured, p.commission, p.refunded, b.back
+"""
+_MERCHANT_PAYABLES = r"""
+WITH p AS (
+  SELECT merchant_id, captured, commission, refunded,
+         CASE WHEN captured > 0 THEN commission * refunded / captured ELSE 0 END AS back
+    FROM payments.payments),
+expected AS (
+  SELECT 'merchant_payable:' || merchant_id AS account,
+         sum(captured - commission - (refunded - back)) AS amount
+    FROM p GROUP BY merchant_id
+  UNION ALL
+  SELECT 'platform_commission', coalesce(sum(commission - back), 0) FROM p),
+journal AS (
+  SELECT account, sum(amount) AS amount FROM payments.journal_lines
+   WHERE account LIKE 'merchant\_payable:%' OR account = 'platform_commission'
+   GROUP BY account)
+SELECT account, coalesce(e.amount, 0) AS expected, coalesce(j.amount, 0) AS journal
+  FROM expected e FULL JOIN journal j USING (account)
+"""
+PAYABLES = "each merchant's payable in the journal matches its payments"
+
+
+async def check_merchant_payables(conn: asyncpg.Connection, scope: Scope) -> Check:
     """The journal's payable per merchant (and the platform's commission) equals the captures
-    net of commission, less refunds net of the commission they return (floor(k * R / C))."""
-    rows = await conn.fetch(
-        r"""
-        WITH p AS (
-          SELECT merchant_id, captured, commission, refunded,
-                 CASE WHEN captured > 0 THEN commission * refunded / captured ELSE 0 END AS back
-            FROM payments.payments),
-        expected AS (
-          SELECT 'merchant_payable:' || merchant_id AS account,
-                 sum(captured - commission - (refunded - back)) AS amount
-            FROM p GROUP BY merchant_id
-          UNION ALL
-          SELECT 'platform_commission', coalesce(sum(commission - back), 0) FROM p),
-        journal AS (
-          SELECT account, sum(amount) AS amount FROM payments.journal_lines
-           WHERE account LIKE 'merchant\_payable:%' OR account = 'platform_commission'
-           GROUP BY account)
-        SELECT account, coalesce(e.amount, 0) AS expected, coalesce(j.amount, 0) AS journal
-          FROM expected e FULL JOIN journal j USING (account)
-        """
-    )
+    net of commission, less refunds net of the commission they return (floor(k * R / C)).
+    Over a window, the same per payment of the window (their sums are the merchants')."""
+    if not scope.whole_history:
+        return await _payment_payables(conn, scope)
+    found = await conn.fetch(_MERCHANT_PAYABLES)
     bad = [
         f"{r['account']}: the journal holds {r['journal']} but the payments' captures net of "
         f"commission and refunds come to {r['expected']}"
-        for r in rows
+        for r in found
         if r["expected"] != r["journal"]
     ]
-    return Check("each merchant's payable in the journal matches its payments", len(rows), bad)
+    return Check(PAYABLES, len(found), bad)
 
 
-async def check_no_orphan_charges(conn: asyncpg.Connection) -> Check:
+async def _payment_payables(conn: asyncpg.Connection, scope: Scope) -> Check:
+    found = await conn.fetch(_PAYMENT_SHARES, scope.payments)
+    bad = []
+    for r in found:
+        if r["journal_payable"] != r["owed"]:
+            bad.append(f"payment {r['id']}: {r['account']} holds {r['journal_payable']} for it "
+                       f"in the journal but its capture net of commission and refunds comes "
+                       f"to {r['owed']}")
+        if r["journal_commission"] != r["commission"]:
+            bad.append(f"payment {r['id']}: platform_commission holds "
+                       f"{r['journal_commission']} for it in the journal but its commission "
+                       f"net of refunds comes to {r['commission']}")
+    return Check(PAYABLES, len(found), bad)
+
+
+async def check_no_orphan_charges(conn: asyncpg.Connection, scope: Scope) -> Check:
     """Money kept by payments must belong to a confirmed order (never a double charge)."""
-    rows = await conn.fetch(
+    found = await conn.fetch(
         """
         SELECT p.id, p.order_id, p.captured - p.refunded AS kept, o.status
           FROM payments.payments p LEFT JOIN orders.orders o ON o.id = p.order_id
          WHERE p.captured - p.refunded > 0 AND (o.status IS NULL OR o.status <> 'CONFIRMED')
            AND coalesce(o.status, '') <> 'PENDING'
-        """
+           AND ($1::uuid[] IS NULL OR p.id = ANY($1::uuid[]))
+        """, scope.payments,
     )
-    total = await conn.fetchval("SELECT count(*) FROM payments.payments")
+    total = (await conn.fetchval("SELECT count(*) FROM payments.payments")
+             if scope.payments is None else len(scope.payments))
     bad = [
         f"payment {r['id']} keeps {r['kept']} for order {r['order_id']} ({r['status']})"
-        for r in rows
+        for r in found
     ]
     return Check("no money kept without a confirmed order", total, bad)
 
 
-async def check_stock_conservation(conn: asyncpg.Connection) -> Check:
-    """initial + restocked = on hand + held + sold, and held/sold match the orders."""
-    rows = await conn.fetch(
-        """
+async def check_stock_conservation(conn: asyncpg.Connection, scope: Scope) -> Check:
+    """initial + restocked = on hand + held + sold, and held/sold match the orders. Over a
+    window, for the SKUs written in it (each against all of its orders)."""
+    checked, bad = 0, []
+    async for r in rows(conn, scope, "SKUs", """
         SELECT s.id, s.initial_stock, s.restocked, s.stock, s.held, s.sold,
                coalesce(l.pending, 0) AS pending, coalesce(l.confirmed, 0) AS confirmed
           FROM orders.skus s
@@ -123,12 +176,12 @@ async def check_stock_conservation(conn: asyncpg.Connection) -> Check:
                    sum(ol.quantity) FILTER (WHERE o.status = 'PENDING') AS pending,
                    sum(ol.quantity) FILTER (WHERE o.status = 'CONFIRMED') AS confirmed
               FROM orders.order_lines ol JOIN orders.orders o ON o.id = ol.order_id
+             WHERE $1::uuid[] IS NULL OR ol.sku_id = ANY($1::uuid[])
              GROUP BY ol.sku_id
           ) l ON l.sku_id = s.id
-        """
-    )
-    bad = []
-    for r in rows:
+         WHERE $1::uuid[] IS NULL OR s.id = ANY($1::uuid[])
+        """, scope.skus):
+        checked += 1
         if r["initial_stock"] + r["restocked"] != r["stock"] + r["held"] + r["sold"]:
             bad.append(
                 f"sku {r['id']}: initial {r['initial_stock']} + restocked {r['restocked']}"
@@ -142,37 +195,49 @@ async def check_stock_conservation(conn: asyncpg.Connection) -> Check:
         if r["stock"] < 0:
             bad.append(f"sku {r['id']}: oversold, stock {r['stock']}")
     return Check(
-        "stock is conserved (initial = on hand + held + sold), never oversold", len(rows), bad
+        "stock is conserved (initial = on hand + held + sold), never oversold", checked, bad
     )
 
 
-async def check_ledger_balanced(conn: asyncpg.Connection) -> Check:
+async def check_ledger_balanced(conn: asyncpg.Connection, scope: Scope) -> Check:
     """Double entry: every journal entry, and so the whole journal, sums to zero."""
-    unbalanced = await conn.fetch(
-        "SELECT entry_id, sum(amount) AS total FROM payments.journal_lines "
-        "GROUP BY entry_id HAVING sum(amount) <> 0"
-    )
+    bad = []
+    async for r in rows(conn, scope, "journal entries",
+                        "SELECT entry_id, sum(amount) AS total FROM payments.journal_lines "
+                        "WHERE $1::bigint[] IS NULL OR entry_id = ANY($1::bigint[]) "
+                        "GROUP BY entry_id HAVING sum(amount) <> 0", scope.entries):
+        bad.append(f"journal entry {r['entry_id']} sums to {r['total']}")
+    if scope.entries is not None:
+        return Check("the payments ledger balances (every entry sums to zero)",
+                     len(scope.entries), bad)
     entries = await conn.fetchval("SELECT count(*) FROM payments.journal_entries")
     grand = await conn.fetchval("SELECT coalesce(sum(amount), 0) FROM payments.journal_lines")
-    bad = [f"journal entry {r['entry_id']} sums to {r['total']}" for r in unbalanced]
     if grand != 0:
         bad.append(f"the journal sums to {grand}, not 0")
     return Check("the payments ledger balances (every entry sums to zero)", entries, bad)
 
 
-async def check_no_stuck_orders(conn: asyncpg.Connection) -> Check:
-    rows = await conn.fetch(
+async def check_no_stuck_orders(conn: asyncpg.Connection, scope: Scope) -> Check:
+    """PENDING orders are few (a partial index holds them): checked whole in either mode."""
+    found = await conn.fetch(
         "SELECT id, payment_deadline FROM orders.orders "
         "WHERE status = 'PENDING' AND payment_deadline < now() - interval '1 minute'"
     )
     pending = await conn.fetchval("SELECT count(*) FROM orders.orders WHERE status = 'PENDING'")
-    bad = [f"order {r['id']} still PENDING past its deadline {r['payment_deadline']}" for r in rows]
+    bad = [f"order {r['id']} still PENDING past its deadline {r['payment_deadline']}"
+           for r in found]
     return Check("no order stays PENDING past its payment deadline", pending, bad)
 
 
-async def check_gmv(conn: asyncpg.Connection) -> Check:
+GMV = "analytics GMV and refunds equal the confirmed and refunded orders"
+
+
+async def check_gmv(conn: asyncpg.Connection, scope: Scope) -> Check:
     """Analytics GMV = sum of confirmed totals; refunds = what orders records refunded of
-    them (all of a REFUNDED order, part of a partially refunded CONFIRMED one)."""
+    them (all of a REFUNDED order, part of a partially refunded CONFIRMED one). Over a
+    window: each confirmed or refunded order of it, as analytics holds it."""
+    if not scope.whole_history:
+        return await _orders_in_analytics(conn, scope)
     expected = await conn.fetchrow(
         "SELECT coalesce(sum(total) FILTER (WHERE status IN ('CONFIRMED', 'REFUNDED')), 0) AS gmv,"
         "       coalesce(sum(refunded) FILTER (WHERE status IN ('CONFIRMED', 'REFUNDED')), 0)"
@@ -189,12 +254,24 @@ async def check_gmv(conn: asyncpg.Connection) -> Check:
         for k in ("gmv", "refunds", "orders")
         if seen[k] != expected[k]
     ]
-    return Check(
-        "analytics GMV and refunds equal the confirmed and refunded orders",
-        expected["orders"],
-        bad,
-        eventual=True,
-    )
+    return Check(GMV, expected["orders"], bad, eventual=True)
+
+
+async def _orders_in_analytics(conn: asyncpg.Connection, scope: Scope) -> Check:
+    found = await conn.fetch(
+        "SELECT o.id, o.total, o.refunded, f.total AS seen_total, f.refunded AS seen_refunded, "
+        "       f.confirmed_at FROM orders.orders o "
+        "  LEFT JOIN analytics.orders_fact f ON f.order_id = o.id "
+        " WHERE o.id = ANY($1::uuid[]) AND o.status IN ('CONFIRMED', 'REFUNDED')",
+        scope.orders)
+    bad = [
+        f"order {r['id']}: analytics counts {r['seen_total']} with {r['seen_refunded']} "
+        f"refunded, orders {r['total']} with {r['refunded']} refunded"
+        for r in found
+        if r["confirmed_at"] is None or (r["seen_total"], r["seen_refunded"])
+        != (r["total"], r["refunded"])
+    ]
+    return Check(GMV, len(found), bad, eventual=True)
 
 
 CHECKS: list[CheckFn] = [
@@ -210,14 +287,21 @@ CHECKS: list[CheckFn] = [
 ]
 
 
-async def run_audit(dsn: str, *, settle_s: float = 15.0) -> list[Check]:
-    """Run every check; eventual ones are retried for up to `settle_s` until they hold."""
+async def run_audit(dsn: str, *, settle_s: float = 15.0, since: datetime | None = None,
+                    progress: Report | None = None) -> list[Check]:
+    """Run every check, over the whole history or (`since`) over what changed since then;
+    eventual ones are retried for up to `settle_s` until they hold."""
     conn = await asyncpg.connect(dsn)
     try:
         deadline = time.monotonic() + settle_s
         while True:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                results = [await fn(conn) for fn in CHECKS]
+                scope = (Scope.whole(progress=progress) if since is None else
+                         await Scope.changed_since(conn, since, progress=progress))
+                results = []
+                for fn in CHECKS:
+                    results.append(await fn(conn, scope))
+                    scope.report(f"{results[-1].name}: {results[-1].checked:,} checked")
             lagging = [c for c in results if not c.ok and c.eventual]
             if not lagging or time.monotonic() > deadline:
                 return results
@@ -233,6 +317,20 @@ def auditor_dsn() -> str:
     from services.cli import launcher
 
     return launcher.local_auditor_dsn()
+
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def since_time(text: str) -> datetime:
+    """`--since`: an RFC 3339 time, or an age back from now (`90m`, `1h`, `2d`)."""
+    if text[:-1].isdigit() and text[-1:] in _UNITS:
+        return datetime.now(UTC) - timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time or an age: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def report(results: list[Check], *, as_json: bool) -> str:
@@ -264,9 +362,15 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait for event-driven projections to catch up",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--since", type=since_time, metavar="TIME",
+        help="check only what changed since TIME (RFC 3339, or an age such as 90m, 1h, 2d)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     ns = parser.parse_args(argv)
     dsn = ns.dsn or auditor_dsn()
-    results = asyncio.run(run_audit(dsn, settle_s=ns.settle))
+    results = asyncio.run(run_audit(dsn, settle_s=ns.settle, since=ns.since,
+                                    progress=None if ns.quiet else to_stderr))
     print(report(results, as_json=ns.json))
     return 0 if all(c.ok for c in results) else 1
 

@@ -19,6 +19,7 @@ from marketplace.events.v1 import events_pb2 as ev
 
 from services.cli.audit import CHECKS, Check
 from services.cli.audit_discounts import check_discounts
+from services.cli.audit_window import Scope
 from services.common.events import envelope_headers
 from services.membership.rpc import MembershipServicer
 from tests.helpers import eventually
@@ -217,27 +218,32 @@ async def test_tier_events_out_of_order_keep_the_newest_tier(
     assert await _known_tier(stack, member_id) == "GOLD"
 
 
-async def _audited(stack: Stack) -> Check:
-    """The audit's discount check, as `marketplace audit` runs it (read-only, as auditor)."""
+async def _audited(stack: Stack, since: datetime | None) -> Check:
+    """The audit's discount check, as `marketplace audit` runs it (read-only, as auditor),
+    over the whole history or over what changed since `since`."""
     conn = await asyncpg.connect(stack.db.auditor_dsn)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await check_discounts(conn)
+            scope = (Scope.whole() if since is None else
+                     await Scope.changed_since(conn, since))
+            return await check_discounts(conn, scope)
     finally:
         await conn.close()
 
 
+@pytest.mark.parametrize("window", [False, True], ids=["full", "since"])
 async def test_the_audit_checks_each_discount_against_the_tier_recorded_on_it(
-    counted: tuple[Stack, Counter[str]],
+    counted: tuple[Stack, Counter[str]], window: bool,
 ) -> None:
     stack, _ = counted
+    since = datetime.now(UTC) - timedelta(seconds=1) if window else None
     _, cheap, _ = await _skus(stack)
     member = await stack.member()
     placed = await _buy(stack, member, cheap, 3)
     assert placed.status_code == 201, placed.text
 
     assert check_discounts in CHECKS
-    clean = await _audited(stack)
+    clean = await _audited(stack, since)
     assert clean.ok and clean.checked == 1, clean
 
     # Priced as BRONZE (no discount), recorded as GOLD: the audit names the order.
@@ -247,5 +253,5 @@ async def test_the_audit_checks_each_discount_against_the_tier_recorded_on_it(
                            uuid.UUID(placed.json()["id"]))
     finally:
         await conn.close()
-    flagged = await _audited(stack)
+    flagged = await _audited(stack, since)
     assert [placed.json()["id"] in v for v in flagged.violations] == [True], flagged

@@ -19,34 +19,38 @@ PAYMENT_SPAN = timedelta(minutes=15)
 TOP = 5
 
 
+# The dashboard's statements, each over a window ending now (an index range of the bucket
+# or fact tables), never the history before it.
+DAY_TOTALS = (
+    "SELECT coalesce(sum(gmv), 0)::bigint AS gmv, coalesce(sum(refunds), 0)::bigint AS "
+    "refunds, coalesce(sum(orders), 0)::bigint AS orders FROM gmv_minute WHERE minute > $1"
+)
+RECENT_ORDERS = (
+    "SELECT coalesce(sum(orders), 0) FROM gmv_second WHERE second >= $1 AND second < $2"
+)
+CHART = "SELECT minute, gmv FROM gmv_minute WHERE minute >= $1"
+PAYMENT_RATE = (
+    "SELECT count(*) AS attempts, count(*) FILTER (WHERE status = ANY($2::text[])) AS ok "
+    "FROM payments_fact WHERE first_seen_at >= $1"
+)
+TOP_PRODUCTS = (
+    "SELECT product_id::text AS product_id, max(category) AS category, "
+    "sum(units)::bigint AS units, sum(gmv)::bigint AS gmv FROM product_sales "
+    "WHERE minute >= $1 GROUP BY product_id ORDER BY sum(gmv) DESC, product_id LIMIT $2"
+)
+
+
 async def snapshot(conn: asyncpg.Connection, now: datetime) -> dict[str, Any]:
     """GMV and orders of the last 24 h, orders/s, the per-minute chart, top products, payments."""
     minute = minute_of(now)
-    day = await conn.fetchrow(
-        "SELECT coalesce(sum(gmv), 0)::bigint AS gmv, coalesce(sum(refunds), 0)::bigint AS "
-        "refunds, coalesce(sum(orders), 0)::bigint AS orders FROM gmv_minute WHERE minute > $1",
-        minute - DAY,
-    )
+    day = await conn.fetchrow(DAY_TOTALS, minute - DAY)
     this_second = now.replace(microsecond=0)
     recent = await conn.fetchval(
-        "SELECT coalesce(sum(orders), 0) FROM gmv_second WHERE second >= $1 AND second < $2",
-        this_second - timedelta(seconds=RATE_SECONDS), this_second,
-    )
+        RECENT_ORDERS, this_second - timedelta(seconds=RATE_SECONDS), this_second)
     first = minute - timedelta(minutes=CHART_MINUTES - 1)
-    chart = {r["minute"]: r["gmv"] for r in await conn.fetch(
-        "SELECT minute, gmv FROM gmv_minute WHERE minute >= $1", first
-    )}
-    pays = await conn.fetchrow(
-        "SELECT count(*) AS attempts, count(*) FILTER (WHERE status = ANY($2::text[])) AS ok "
-        "FROM payments_fact WHERE first_seen_at >= $1",
-        now - PAYMENT_SPAN, sorted(SUCCEEDED),
-    )
-    top = await conn.fetch(
-        "SELECT product_id::text AS product_id, max(category) AS category, "
-        "sum(units)::bigint AS units, sum(gmv)::bigint AS gmv FROM product_sales "
-        "WHERE minute >= $1 GROUP BY product_id ORDER BY sum(gmv) DESC, product_id LIMIT $2",
-        minute - timedelta(hours=1), TOP,
-    )
+    chart = {r["minute"]: r["gmv"] for r in await conn.fetch(CHART, first)}
+    pays = await conn.fetchrow(PAYMENT_RATE, now - PAYMENT_SPAN, sorted(SUCCEEDED))
+    top = await conn.fetch(TOP_PRODUCTS, minute - timedelta(hours=1), TOP)
     assert day is not None and pays is not None  # aggregates always return one row
     return {
         "at": now.isoformat().replace("+00:00", "Z"),

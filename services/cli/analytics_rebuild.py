@@ -107,13 +107,16 @@ async def run(args: argparse.Namespace) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv, os.environ)
+    started = time.monotonic()
     try:
         replayed = asyncio.run(run(args))
     except RebuildError as exc:
         print(f"rebuild failed: {exc}", file=sys.stderr)
         return 1
+    took = time.monotonic() - started
     counts = ", ".join(f"{stream} {n}" for stream, n in replayed.items())
-    print(f"analytics projections rebuilt and swapped in ({counts} events replayed)")
+    print(f"analytics projections rebuilt and swapped in ({counts} events replayed) in "
+          f"{took:.1f} s, {sum(replayed.values()) / max(took, 1e-6):.0f} events/s")
     return 0
 
 

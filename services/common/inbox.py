@@ -55,6 +55,13 @@ class Applied:
     retry: list[Msg] = field(default_factory=list)  # to be redelivered later (nak)
 
 
+CLAIM = (
+    "INSERT INTO inbox (consumer, event_id, subject) "
+    "SELECT $1, * FROM unnest($2::uuid[], $3::text[]) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
 async def claim(
     conn: asyncpg.Connection, consumer: str, events: Sequence[Event]
 ) -> set[uuid.UUID]:
@@ -62,12 +69,7 @@ async def claim(
     # In id order, so that two replicas claiming overlapping batches wait on each other's
     # rows in the same order instead of deadlocking.
     ids = sorted({e.id: e.subject for e in events}.items())
-    rows = await conn.fetch(
-        "INSERT INTO inbox (consumer, event_id, subject) "
-        "SELECT $1, * FROM unnest($2::uuid[], $3::text[]) "
-        "ON CONFLICT DO NOTHING RETURNING event_id",
-        consumer, [i for i, _ in ids], [s for _, s in ids],
-    )
+    rows = await conn.fetch(CLAIM, consumer, [i for i, _ in ids], [s for _, s in ids])
     return {r["event_id"] for r in rows}
 
 

@@ -107,6 +107,16 @@ async def add_events(conn: asyncpg.Connection, events: Sequence[Pending]) -> Non
     await conn.execute(_INSERT_MANY, *arrays(events))
 
 
+# Marks what the last batch published and asks for the next one: both through the
+# outbox_pending partial index, so the relay never reads the published history.
+DRAIN = (
+    "WITH marked AS (UPDATE outbox SET published_at = now() "
+    "  WHERE seq = ANY($2::bigint[]) AND published_at IS NULL) "
+    "SELECT seq, event_id, subject, aggregate_id, payload, headers FROM outbox "
+    "WHERE published_at IS NULL AND seq <> ALL($2::bigint[]) ORDER BY seq LIMIT $1"
+)
+
+
 class OutboxRelay:
     """Publishes pending outbox rows in order per aggregate, with awaited JetStream acks.
 
@@ -190,13 +200,7 @@ class OutboxRelay:
         """
         total = 0
         while True:
-            rows = await conn.fetch(
-                "WITH marked AS (UPDATE outbox SET published_at = now() "
-                "  WHERE seq = ANY($2::bigint[]) AND published_at IS NULL) "
-                "SELECT seq, event_id, subject, aggregate_id, payload, headers FROM outbox "
-                "WHERE published_at IS NULL AND seq <> ALL($2::bigint[]) ORDER BY seq LIMIT $1",
-                self.batch_size, self._unmarked,
-            )
+            rows = await conn.fetch(DRAIN, self.batch_size, self._unmarked)
             self._unmarked = []
             self.backlog = len(rows)
             if not rows:

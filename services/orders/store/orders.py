@@ -17,12 +17,25 @@ ORDER_COLUMNS = (
 )
 
 
+# The statements of the order view, the order list and recovery: each reads a bounded
+# number of rows through an index whatever the history (tests/integration/
+# test_hot_path_plans.py checks their plans against a large table).
+LINES = (
+    "SELECT order_id, sku_id, product_id, merchant_id, category, quantity, unit_price, "
+    "line_total FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no"
+)
+GET = (f"SELECT {ORDER_COLUMNS} FROM orders "
+       "WHERE id = $1 AND ($2::uuid IS NULL OR member_id = $2)")
+# Keyset pagination on orders_member_newest: a page costs the same at any depth.
+LIST_FIRST = (f"SELECT {ORDER_COLUMNS} FROM orders WHERE member_id = $1 "
+              "ORDER BY created_at DESC, id DESC LIMIT $2")
+LIST_AFTER = (f"SELECT {ORDER_COLUMNS} FROM orders WHERE member_id = $1 "
+              "AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4")
+POINTS_DUE = "SELECT id, status FROM orders WHERE points_pending ORDER BY updated_at LIMIT $1"
+
+
 async def _lines(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:
-    rows = await conn.fetch(
-        "SELECT order_id, sku_id, product_id, merchant_id, category, quantity, unit_price, "
-        "line_total FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no",
-        order_ids,
-    )
+    rows = await conn.fetch(LINES, order_ids)
     lines: dict[uuid.UUID, list[Line]] = {oid: [] for oid in order_ids}
     for r in rows:
         lines[r["order_id"]].append(Line(**{k: r[k] for k in Line.__slots__}))
@@ -44,9 +57,7 @@ async def get_order(
     for_update: bool = False,
 ) -> Order | None:
     """The order; with `member_id`, only if it is that member's."""
-    sql = (f"SELECT {ORDER_COLUMNS} FROM orders "
-           "WHERE id = $1 AND ($2::uuid IS NULL OR member_id = $2)")
-    row = await conn.fetchrow(sql + (" FOR UPDATE" if for_update else ""), order_id, member_id)
+    row = await conn.fetchrow(GET + (" FOR UPDATE" if for_update else ""), order_id, member_id)
     return (await _hydrate(conn, [row]))[0] if row else None
 
 
@@ -56,14 +67,9 @@ async def list_orders(
 ) -> list[Order]:
     """The member's orders newest first, one row more than `limit`."""
     if after is None:
-        rows = await conn.fetch(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE member_id = $1 "
-            "ORDER BY created_at DESC, id DESC LIMIT $2", member_id, limit + 1)
+        rows = await conn.fetch(LIST_FIRST, member_id, limit + 1)
     else:
-        rows = await conn.fetch(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE member_id = $1 "
-            "AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4",
-            member_id, after[0], after[1], limit + 1)
+        rows = await conn.fetch(LIST_AFTER, member_id, after[0], after[1], limit + 1)
     return await _hydrate(conn, list(rows))
 
 
@@ -99,7 +105,7 @@ async def add_partial_refund(
 # so that orders failing together spread out; never past the payment deadline, when the
 # order is to be cancelled; and never sooner than the lease, which keeps other replicas off
 # it while this one drives it.
-_CLAIM_DUE = """
+CLAIM_DUE = """
 UPDATE orders SET
     recovery_attempts = recovery_attempts + 1,
     retry_at = now() + make_interval(secs => greatest($2, least(
@@ -118,14 +124,13 @@ async def claim_due(
 ) -> list[uuid.UUID]:
     """PENDING orders due for recovery, oldest first, each leased and its next look put off
     by its own back-off, so no other replica takes them and a failing one waits longer."""
-    rows = await conn.fetch(_CLAIM_DUE, limit, lease_s, backoff_s, max_backoff_s)
+    rows = await conn.fetch(CLAIM_DUE, limit, lease_s, backoff_s, max_backoff_s)
     return [r["id"] for r in sorted(rows, key=lambda r: r["created_at"])]
 
 
 async def points_due(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
     """Settled orders whose points still have to be committed or released in membership."""
-    return list(await conn.fetch(
-        "SELECT id, status FROM orders WHERE points_pending ORDER BY updated_at LIMIT $1", limit))
+    return list(await conn.fetch(POINTS_DUE, limit))
 
 
 async def clear_points_pending(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:

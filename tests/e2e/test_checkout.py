@@ -164,7 +164,7 @@ async def test_one_checkout_is_one_trace_across_all_four_services(stack: Stack, 
 
     async def messaging_spans() -> tuple[dict[str, ReceivedSpan], list[ReceivedSpan]]:
         spans = stack.otlp.spans_of(trace_id)
-        producers = {s.attributes.get("messaging.message.id", ""): s for s in spans
+        producers = {str(s.attributes.get("messaging.message.id", "")): s for s in spans
                      if s.kind == Span.SPAN_KIND_PRODUCER}
         return producers, [s for s in spans if s.kind == Span.SPAN_KIND_CONSUMER]
 

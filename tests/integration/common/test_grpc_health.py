@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -50,13 +51,14 @@ class GrpcService:
     call_without_identity: Callable[[aio.Channel], Awaitable[object]]
 
 
-def payments_settings(db: FreshDb, nats_url: str, jwks_url: str, **extra: object
+def payments_settings(db: FreshDb, nats_url: str, jwks_url: str, **extra: Any
                       ) -> PaymentsSettings:
-    return PaymentsSettings(**{
+    fields: dict[str, Any] = {
         "database_url": db.dsn("payments"), "nats_url": nats_url, "http_port": free_port(),
         "grpc_port": free_port(), "internal_auth_secret": SECRET, "environment": "test",
-        "admin_api_key": ADMIN_KEY, "jwks_url": jwks_url, "db_pool_max": 4, **extra,
-    })
+        "admin_api_key": ADMIN_KEY, "jwks_url": jwks_url, "db_pool_max": 4,
+    }
+    return PaymentsSettings(**(fields | extra))
 
 
 @contextlib.asynccontextmanager
@@ -88,11 +90,13 @@ async def service(request: pytest.FixtureRequest, fresh_db, nats_url: str, tmp_p
             yield GrpcService(payments_rpc.SERVICE, f"127.0.0.1:{settings.grpc_port}", call)
         else:
             write_key(tmp_path / "signing.pem")
-            m_settings = MembershipSettings(
-                database_url=db.dsn("membership"), nats_url=nats_url, http_port=free_port(),
-                grpc_port=free_port(), internal_auth_secret=SECRET, environment="test",
-                jwt_private_key_file=tmp_path / "signing.pem", db_pool_max=4,
-            )
+            fields: dict[str, Any] = {
+                "database_url": db.dsn("membership"), "nats_url": nats_url,
+                "http_port": free_port(), "grpc_port": free_port(),
+                "internal_auth_secret": SECRET, "environment": "test",
+                "jwt_private_key_file": tmp_path / "signing.pem", "db_pool_max": 4,
+            }
+            m_settings = MembershipSettings(**fields)
             await stack.enter_async_context(
                 run_in_process(membership_bootstrap.start, m_settings))
 

@@ -44,6 +44,8 @@ GRPC_PORT = {"payments": 50052, "membership": 50053}
 # What grpc.health.v1 answers for on each gRPC port (the liveness probe asks for it).
 GRPC_SERVICE = {"payments": payments_rpc.SERVICE, "membership": membership_rpc.SERVICE}
 SERVICES = tuple(HTTP_PORT)
+# docker-compose.yml's jobs that run once and exit (no health check: others wait for them).
+ONE_SHOT = ("bootstrap", "seed")
 # Secrets are created out of band (docs/operations.md); manifests only reference them.
 SECRET_NAMES = {
     "marketplace-db-roles", "marketplace-nats-users", "marketplace-app", "membership-jwt",
@@ -204,7 +206,7 @@ def test_compose_health_checks_and_start_order(compose_model: Doc) -> None:
     services = compose_model["services"]
     for name, service in services.items():
         check = service.get("healthcheck", {})
-        if name == "bootstrap":  # one-shot: others wait for it to complete instead
+        if name in ONE_SHOT:  # others wait for it to complete instead
             assert check.get("disable") is True
             continue
         assert check.get("test"), f"{name} has no health check"
@@ -219,6 +221,26 @@ def test_compose_health_checks_and_start_order(compose_model: Doc) -> None:
         assert f"{HTTP_PORT[name]}/readyz" in " ".join(services[name]["healthcheck"]["test"])
     for upstream in ("payments", "membership"):
         assert services["orders"]["depends_on"][upstream]["condition"] == "service_healthy"
+
+
+def test_compose_seeds_the_shop_once_the_services_answer(compose_model: Doc) -> None:
+    """A one-shot job runs seeds/seed.py's command as `marketplace up` seeds (the catalog as
+    the orders role, demo members through membership's REST API); it is run for real in
+    tests/integration/membership/test_compose_seed.py."""
+    services = compose_model["services"]
+    seed = services["seed"]
+    assert seed["restart"] == "no"
+    assert seed["image"] == services["orders"]["image"]
+    assert seed["build"]["dockerfile"] == "Dockerfile"
+    assert seed["entrypoint"] == ["python", "-c"]
+    assert "from seeds.seed import main" in seed["command"][0]
+    deps = seed["depends_on"]
+    assert deps["bootstrap"]["condition"] == "service_completed_successfully"
+    for name in SERVICES:
+        assert deps[name]["condition"] == "service_healthy", name
+    env = seed["environment"]
+    assert env["SEED_ORDERS_DSN"] == services["orders"]["environment"]["ORDERS_DATABASE_URL"]
+    assert env["SEED_MEMBERSHIP_URL"] == f"http://membership:{HTTP_PORT['membership']}"
 
 
 def test_compose_services_are_configured_like_the_launcher(compose_model: Doc) -> None:

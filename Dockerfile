@@ -3,29 +3,30 @@
 # and for the one-shot database bootstrap (see docker-compose.yml and deploy/k8s/base/db-bootstrap.yaml).
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# ---- builder: resolve and install the project into a self-contained venv -------------------
+# ---- builder: the locked runtime dependencies and the project in a self-contained venv -----
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-# Compilers only for a dependency that ships no wheel for this platform; they stay in this stage.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first (their own layer, reused while pyproject.toml is unchanged) ...
+# Dependencies first, exactly as requirements/runtime.txt pins them, each file checked against
+# its hash (their own layer, reused while the lock is unchanged). Wheels only: every package
+# in the lock ships one for CPython 3.11 on manylinux x86_64 and aarch64, so no compiler is
+# installed, and a package that stops shipping one fails the build here instead of being
+# built. No `local` extra: the embedded Postgres, nats-server and protoc stay out.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --require-hashes --only-binary=:all: -r requirements/runtime.txt
+# ... then the project itself: services/, the committed generated gRPC code in gen/, and
+# seeds/ (docker-compose.yml's one-shot `seed` job fills an empty catalog with it).
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && pip install --upgrade pip setuptools wheel \
- && pip install -r /tmp/requirements.txt
-# ... then the project itself: services/ and the committed generated gRPC code in gen/.
-# (seeds/ is a local-development tool and not part of the image.)
 COPY services ./services
+COPY seeds ./seeds
 COPY gen ./gen
 RUN pip install --no-deps . \
- && python -c "import services.orders, services.payments, services.membership, services.analytics, marketplace"
+ && python -c "import services.orders, services.payments, services.membership, services.analytics, marketplace, seeds.seed" \
+ && pip uninstall --yes setuptools pip
 
 # ---- runtime: the venv on a clean slim image, no compilers, no source tree, non-root -------
 FROM ${PYTHON_IMAGE} AS runtime

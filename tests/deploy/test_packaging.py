@@ -180,3 +180,34 @@ def test_protogen_names_the_extra_when_protoc_is_missing() -> None:
     assert result.returncode != 0
     assert "grpcio-tools" in result.stderr and "`local` extra" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_the_image_installs_the_runtime_lock_from_wheels_with_hashes() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY requirements/runtime.txt" in dockerfile
+    install = "pip install --require-hashes --only-binary=:all: -r requirements/runtime.txt"
+    assert install in dockerfile
+    for absent in ("build-essential", "apt-get", "[local]", "pyproject.toml')", "dev.txt"):
+        assert absent not in dockerfile, absent
+    assert "COPY seeds ./seeds" in dockerfile  # the compose seed job runs seeds/ from it
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert not {"requirements", "requirements/", "seeds", "requirements/runtime.txt"} & ignored
+
+
+def _make_dry_run(target: str) -> str:
+    """What `make` would run for `target`, every prerequisite taken as out of date."""
+    result = subprocess.run(["make", "--dry-run", "--always-make", target], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_installs_the_dev_lock_with_hashes_and_writes_both_locks() -> None:
+    install = _make_dry_run("test")
+    assert "pip install --require-hashes -r requirements/dev.txt" in install
+    assert "pip install --no-deps -e ." in install
+    lock = _make_dry_run("lock")
+    compiles = [line for line in lock.splitlines() if "uv pip compile pyproject.toml" in line]
+    assert len(compiles) == 2 and all("--generate-hashes" in line for line in compiles)
+    assert "--extra local --extra dev" in compiles[0] and "-o requirements/dev.txt" in compiles[0]
+    assert "-c requirements/dev.txt" in compiles[1] and "-o requirements/runtime.txt" in compiles[1]

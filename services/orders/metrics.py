@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 BATCH_SIZE = Histogram(
-    "marketplace_orders_batch_size", "Checkouts per batch, by step (place, pay, settle)",
+    "marketplace_orders_batch_size", "Checkouts per batch, by step (look_up, place, pay, settle)",
     ["stage"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
 )
 # Counted once per order, by the process whose statement settled it (checkout or recovery).

@@ -1,9 +1,11 @@
-"""Checkout's three writes, batched across the checkouts in flight: place, pay, settle.
+"""Checkout's read and three writes, batched across the checkouts in flight: look up,
+place, pay, settle.
 
 The saga and the recovery loop submit one order at a time; each step gathers what is
-submitted together (`batcher.Batcher`) into one placing statement, one AuthorizeBatch call
-and one settling statement. The steps reach Postgres and payments through the three
-ports below, which the composition root fills in (tests/unit passes fakes).
+submitted together (`batcher.Batcher`) into one look-up (SKUs and tiers), one placing
+statement, one AuthorizeBatch call and one settling statement. The steps reach Postgres
+and payments through the ports below, which the composition root fills in (tests/unit
+passes fakes).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from services.orders.batcher import Batcher
 from services.orders.clients import Payment
 from services.orders.domain.order import Order
 from services.orders.settings import OrdersSettings
-from services.orders.store import idempotency, placing, settling, stock
+from services.orders.store import catalog, idempotency, members, placing, settling, stock
 from services.orders.store.placing import Outcome, Placed, Placing
 from services.orders.store.settling import Settled, Settling
 
@@ -47,6 +49,24 @@ async def retried(attempt: Callable[[], Awaitable[T]], *, what: str) -> T:
                 raise
             log.warning("lock conflict; retrying", extra={"step": what, "error": str(exc)})
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a checkout reads before it is priced: its SKUs, and its member's tier."""
+
+    sku_ids: tuple[uuid.UUID, ...]
+    member_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Known:
+    skus: dict[uuid.UUID, asyncpg.Record]  # price, owner, bucketing; unknown ids missing
+    tier: str | None  # as orders' projection knows it; None before registration arrives
+
+
+class LookupStore(Protocol):
+    async def look_up(self, batch: Sequence[Lookup]) -> Sequence[Known]: ...
 
 
 class PlaceStore(Protocol):
@@ -77,11 +97,14 @@ class BatchSettings:
 class Pipeline:
     """The checkout's batched steps in this process."""
 
-    def __init__(self, *, places: PlaceStore, payments: BatchPayments, settles: SettleStore,
-                 batches: BatchSettings, company: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, *, lookups: LookupStore, places: PlaceStore, payments: BatchPayments,
+                 settles: SettleStore, batches: BatchSettings,
+                 company: Callable[[], int] = lambda: 0) -> None:
         self.places, self.settles = places, settles
         shape = {"max_size": batches.max_size, "window_s": batches.window_s,
                  "parallel": batches.parallel, "company": company}
+        self._look_up: Batcher[Lookup, Known] = Batcher(
+            "look_up", lookups.look_up, **shape)  # type: ignore[arg-type]
         # Two orders of one member never share a placing batch (their rate row, their cart).
         self._place: Batcher[Placing, Placed] = Batcher(
             "place", places.place, key=lambda p: p.order.member_id, **shape)  # type: ignore[arg-type]
@@ -94,6 +117,9 @@ class Pipeline:
             "pay", payments.authorize_batch, **shape)  # type: ignore[arg-type]
         self._settle: Batcher[Settling, Settled] = Batcher(
             "settle", settles.settle, **shape)  # type: ignore[arg-type]
+
+    async def look_up(self, item: Lookup) -> Known:
+        return await self._look_up.submit(item)
 
     async def place(self, item: Placing) -> Placed:
         return await self._place.submit(item)
@@ -113,6 +139,20 @@ class _Undo(Exception):
     def __init__(self, outcome: Placed | Settled) -> None:
         super().__init__(str(outcome))
         self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class PgLookups:
+    pool: asyncpg.Pool
+
+    async def look_up(self, batch: Sequence[Lookup]) -> Sequence[Known]:
+        sku_ids = list(dict.fromkeys(s for item in batch for s in item.sku_ids))
+        member_ids = list(dict.fromkeys(item.member_id for item in batch))
+        async with self.pool.acquire() as conn:
+            skus = await catalog.skus_for_checkout(conn, sku_ids)
+            tiers = await members.tiers_of(conn, member_ids)
+        return [Known({s: skus[s] for s in item.sku_ids if s in skus}, tiers.get(item.member_id))
+                for item in batch]
 
 
 @dataclass(frozen=True)
@@ -208,6 +248,7 @@ def build(settings: OrdersSettings, pool: asyncpg.Pool, payments: BatchPayments,
     """The pipeline over Postgres and payments, shaped by the settings."""
     checkouts = admission.checkouts
     return Pipeline(
+        lookups=PgLookups(pool),
         places=PgPlaces(pool, settings.idempotency_claim_timeout_s, admission.members.params),
         payments=payments, settles=PgSettles(pool),
         batches=BatchSettings(max_size=settings.checkout_batch_max,

@@ -30,7 +30,8 @@ from services.orders.domain.pricing import (
     price_order,
     tier_discount_bps,
 )
-from services.orders.store import carts, catalog, idempotency, members, placing
+from services.orders.pipeline import Known, Lookup
+from services.orders.store import carts, idempotency, placing
 from services.orders.store.placing import Outcome
 from services.orders.store.stock import StaleHotness
 from services.orders.views import Reply
@@ -66,7 +67,7 @@ async def place_order(
     except Problem as refusal:  # e.g. the cart this key's first checkout emptied
         return await _earlier_answer(ctx, member, idempotency_key, request.fingerprint(),
                                      refusal=refusal)
-    skus = await _skus_unless_known(ctx, [sku for sku, _ in items])
+    known = await _unless_known(ctx, [sku for sku, _ in items], member.id)
     hot = [sku for sku, _ in items if ctx.admission.hot.get(sku)]
     short = ctx.admission.known_short(items)
     if short is not None:  # sold out a moment ago; a retry of an earlier checkout replays
@@ -75,7 +76,7 @@ async def place_order(
     # The per-SKU gate first: a flash-sale crowd gets its 429 before any general shedding
     # (once every slot is taken, `shedding.CheckoutShedding` refuses before this is reached).
     with ctx.admission.hot_gate.admit(hot), ctx.admission.checkouts.enter():
-        return await _checkout(ctx, member=member, request=request, items=items, skus=skus,
+        return await _checkout(ctx, member=member, request=request, items=items, known=known,
                                idempotency_key=idempotency_key)
 
 
@@ -93,13 +94,13 @@ class _KeyHeld(Exception):
 
 async def _checkout(
     ctx: Context, *, member: Member, request: CheckoutRequest,
-    items: tuple[tuple[uuid.UUID, int], ...], skus: _Skus | None, idempotency_key: str,
+    items: tuple[tuple[uuid.UUID, int], ...], known: Known | None, idempotency_key: str,
 ) -> Reply:
     request_hash = request.fingerprint()  # of the body as sent (a cart checkout names no items)
     request = dataclasses.replace(request, items=items)
     with faults.armed():
         try:
-            order = await _open(ctx, member=member, request=request, skus=skus,
+            order = await _open(ctx, member=member, request=request, known=known,
                                 key=idempotency_key, request_hash=request_hash)
         except _KeyHeld as held:
             return _replay(held.row, request_hash)
@@ -143,25 +144,23 @@ async def _cart_items(ctx: Context, member: Member) -> tuple[tuple[uuid.UUID, in
     return tuple((r["sku_id"], r["quantity"]) for r in rows)
 
 
-_Skus = dict[uuid.UUID, asyncpg.Record]
-
-
-async def _skus_unless_known(ctx: Context, sku_ids: list[uuid.UUID]) -> _Skus | None:
-    """The SKU rows (price, owner, bucketed), remembering which are hot for a few seconds.
+async def _unless_known(ctx: Context, sku_ids: list[uuid.UUID], member_id: uuid.UUID
+                        ) -> Known | None:
+    """The SKU rows (price, owner, bucketed) and the member's tier, read in one look-up
+    batched with the checkouts in flight; remembers which SKUs are hot for a few seconds.
 
     None when every SKU's hotness is remembered: a flash-sale crowd turned away by the
-    gate or the sold-out memory then costs the database nothing; pricing loads the rows.
+    gate or the sold-out memory then costs the database nothing; pricing reads them.
     """
     if all(ctx.admission.hot.get(s) is not None for s in sku_ids):
         return None
     # Not for a checkout that would be shed anyway. (Once a SKU is known to be hot, its
     # crowd meets the per-SKU gate's 429 first, in the caller.)
     ctx.admission.checkouts.refuse_if_full()
-    async with ctx.pool.acquire() as conn:
-        skus = await catalog.skus_for_checkout(conn, sku_ids)
-    for sku_id, row in skus.items():
+    known = await ctx.pipeline.look_up(Lookup(tuple(sku_ids), member_id))
+    for sku_id, row in known.skus.items():
         ctx.admission.hot.put(sku_id, int(row["bucketed"]))
-    return skus
+    return known
 
 
 def _out_of_stock(sku_id: uuid.UUID, quantity: int | None = None) -> Problem:
@@ -192,7 +191,7 @@ def _replay(row: asyncpg.Record, request_hash: str) -> Reply:
 
 
 async def _open(
-    ctx: Context, *, member: Member, request: CheckoutRequest, skus: _Skus | None, key: str,
+    ctx: Context, *, member: Member, request: CheckoutRequest, known: Known | None, key: str,
     request_hash: str,
 ) -> Order:
     """Steps 1 and 2: price the order, then claim the idempotency key (and for a cart
@@ -205,7 +204,7 @@ async def _open(
     the same key waits on the key's row until this one commits (then it finds the order,
     409 in flight) or rolls back (then it proceeds as if first).
     """
-    order = await _price(ctx, member=member, request=request, key=key, skus=skus)
+    order = await _price(ctx, member=member, request=request, key=key, known=known)
     now = datetime.now(UTC)
     item = placing.Placing(
         order=order, request_hash=request_hash,
@@ -270,19 +269,20 @@ async def _placed_or_refused(ctx: Context, order: Order, placed: placing.Placed)
 
 
 async def _price(
-    ctx: Context, *, member: Member, request: CheckoutRequest, key: str, skus: _Skus | None
+    ctx: Context, *, member: Member, request: CheckoutRequest, key: str, known: Known | None
 ) -> Order:
     sku_ids = [sku for sku, _ in request.items]
-    if skus is None:
-        async with ctx.pool.acquire() as conn:
-            skus = await catalog.skus_for_checkout(conn, sku_ids)
+    if known is None:
+        known = await ctx.pipeline.look_up(Lookup(tuple(sku_ids), member.id))
+    skus = known.skus
     for i, sku_id in enumerate(sku_ids):
         if sku_id not in skus:
             raise validation_error(f"items[{i}].sku_id", f"unknown SKU {sku_id}")
     currencies = {skus[s]["currency"] for s in sku_ids}
     if len(currencies) > 1:
         raise validation_error("items", "all SKUs of one order must be priced in one currency")
-    member_info = await _member(ctx, member, redeeming=request.points_to_redeem > 0)
+    member_info = await _member(ctx, member, redeeming=request.points_to_redeem > 0,
+                                known_tier=known.tier)
     priced = [
         PricedLine(sku_id=s, product_id=skus[s]["product_id"], merchant_id=skus[s]["merchant_id"],
                    quantity=q, unit_price=skus[s]["price"])
@@ -312,12 +312,14 @@ async def _price(
     )
 
 
-async def _member(ctx: Context, member: Member, *, redeeming: bool) -> MemberInfo:
+async def _member(ctx: Context, member: Member, *, redeeming: bool, known_tier: str | None
+                  ) -> MemberInfo:
     """The member's tier (and, to redeem points, balance): without points, the tier orders'
-    projection knows, asking membership nothing (the entry tier before their registration
-    arrives); with points, membership's own answer, as strongly consistent as the hold."""
+    projection knows (`known_tier`, read with the SKUs), asking membership nothing (the
+    entry tier before their registration arrives); with points, membership's own answer,
+    as strongly consistent as the hold."""
     if not redeeming:
-        tier = await members.tier_of(ctx.pool, member.id) or ENTRY_TIER
+        tier = known_tier or ENTRY_TIER
         return MemberInfo(tier=tier, discount_bps=tier_discount_bps(tier), points_balance=None)
     try:
         return await ctx.membership.get_member(member.id)

@@ -12,7 +12,7 @@ import grpc
 from services.common.outbox import Pending
 from services.orders.clients import Payment, Rejected
 from services.orders.domain.order import Line, Order
-from services.orders.pipeline import BatchSettings, Pipeline
+from services.orders.pipeline import BatchSettings, Known, Lookup, Pipeline
 from services.orders.store.placing import Outcome, Placed, Placing
 from services.orders.store.settling import Settled, Settling
 
@@ -31,6 +31,22 @@ def _order(member: uuid.UUID | None = None, token: str = "tok_visa") -> Order:
 def _placing(order: Order) -> Placing:
     event = Pending(uuid.uuid4(), "orders.order.placed", str(order.id), b"", {})
     return Placing(order=order, request_hash="h", retry_at=datetime.now(UTC), event=event)
+
+
+class FakeLookups:
+    """Knows `prices` (SKU -> price) and `tiers` (member -> tier); records each batch."""
+
+    def __init__(self, prices: dict[uuid.UUID, int] | None = None,
+                 tiers: dict[uuid.UUID, str] | None = None) -> None:
+        self.batches: list[int] = []
+        self.prices, self.tiers = prices or {}, tiers or {}
+
+    async def look_up(self, batch: Sequence[Lookup]) -> Sequence[Known]:
+        self.batches.append(len(batch))
+        await asyncio.sleep(0.01)
+        return [Known({s: {"price": self.prices[s]} for s in item.sku_ids  # type: ignore[misc]
+                       if s in self.prices}, self.tiers.get(item.member_id))
+                for item in batch]
 
 
 class FakePlaces:
@@ -76,8 +92,10 @@ class FakeSettles:
 
 
 def _pipeline(places: FakePlaces, payments: FakePayments | None = None,
-              company: int = 0, window_s: float = 0.0) -> Pipeline:
-    return Pipeline(places=places, payments=payments or FakePayments(), settles=FakeSettles(),
+              company: int = 0, window_s: float = 0.0,
+              lookups: FakeLookups | None = None) -> Pipeline:
+    return Pipeline(lookups=lookups or FakeLookups(), places=places,
+                    payments=payments or FakePayments(), settles=FakeSettles(),
                     batches=BatchSettings(max_size=8, window_s=window_s, parallel=1),
                     company=lambda: company)
 
@@ -92,6 +110,18 @@ async def test_checkouts_in_flight_together_share_batches_each_with_its_own_outc
 
     assert [o.outcome for o in outcomes] == [Outcome.PLACED] * 5 + [Outcome.SHORT]
     assert [len(b) for b in places.batches] == [6]  # submitted together: one statement
+
+
+async def test_look_ups_in_flight_together_share_one_read_each_with_its_own_answer() -> None:
+    sku, other, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    gold, newcomer = uuid.uuid4(), uuid.uuid4()
+    lookups = FakeLookups(prices={sku: 100, other: 250}, tiers={gold: "gold"})
+    pipeline = _pipeline(FakePlaces(), lookups=lookups)
+    asks = [Lookup((sku,), gold), Lookup((other, unknown), newcomer), Lookup((sku, other), gold)]
+    known = await asyncio.gather(*(pipeline.look_up(a) for a in asks))
+    assert lookups.batches == [3]  # submitted together: one read for the three
+    assert [set(k.skus) for k in known] == [{sku}, {other}, {sku, other}]
+    assert [k.tier for k in known] == ["gold", None, "gold"]
 
 
 async def test_two_orders_of_one_member_never_share_a_placing_batch() -> None:

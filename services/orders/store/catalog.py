@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,7 +124,7 @@ async def get_product(conn: asyncpg.Connection, product_id: uuid.UUID) -> asyncp
 
 
 async def skus_for_checkout(
-    conn: asyncpg.Connection, sku_ids: list[uuid.UUID]
+    conn: asyncpg.Connection, sku_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, asyncpg.Record]:
     """Price, ownership and bucketing of each SKU; the caller names any id missing."""
     if len(sku_ids) == 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -25,8 +26,16 @@ async def merge_tier(
     await conn.execute(_MERGE_TIER, member_id, tier, changed_at, stream_seq)
 
 
-async def tier_of(conn: asyncpg.Connection | asyncpg.Pool, member_id: uuid.UUID) -> str | None:
-    """The member's tier as orders knows it; None before their registration arrives."""
-    tier: str | None = await conn.fetchval(
-        "SELECT tier FROM member_tiers WHERE member_id = $1", member_id)
-    return tier
+async def tiers_of(
+    conn: asyncpg.Connection, member_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Each member's tier as orders knows it; a member whose registration has not arrived
+    yet is missing."""
+    if len(member_ids) == 1:  # `= $1` keeps one cached plan (see catalog.skus_for_checkout)
+        tier = await conn.fetchval("SELECT tier FROM member_tiers WHERE member_id = $1",
+                                   member_ids[0])
+        return {} if tier is None else {member_ids[0]: tier}
+    rows = await conn.fetch(
+        "SELECT member_id, tier FROM member_tiers WHERE member_id = ANY($1::uuid[])",
+        member_ids)
+    return {r["member_id"]: r["tier"] for r in rows}

@@ -85,6 +85,19 @@ def _recording(send: Send, calls: list[Call]) -> Send:
     return recorded
 
 
+async def _door_floor(client: aiohttp.ClientSession, target: Target, shoppers: list[Shopper],
+                      sku_id: str, *, rate: float, seconds: float) -> float:
+    """CPU ms per request of bench/door.py's fixed 429 for the flash sale's own requests
+    (same body and headers) at the same offered rate."""
+    with ceilings.app_process("bench.door:app", target.port_base + 92) as server:
+        before = cpu.process_seconds(server.pid)
+        step = await run_step(_sender(client, server.url, shoppers, sku_id),
+                              rate=rate, duration_s=seconds)
+        spent = cpu.process_seconds(server.pid) - before
+    answered = step.summary.sent - step.summary.errors
+    return 1000.0 * spent / answered if answered else math.nan
+
+
 def _sender(client: aiohttp.ClientSession, orders_url: str, shoppers: list[Shopper],
             sku_id: str) -> Send:
     body = orjson.dumps({"items": [{"sku_id": sku_id, "quantity": 1}],
@@ -164,6 +177,11 @@ async def run(target: Target, cat: Catalog, shoppers: list[Shopper], *, rate: fl
     if per_decision:
         print(f"  CPU per decided checkout: orders {per_decision['orders']:.3f} ms, "
               f"the whole stack {per_decision['total']:.3f} ms")
+        async with generator.session() as client:
+            floor = await _door_floor(client, target, shoppers, sku_id,
+                                      rate=rate, seconds=min(seconds, 5))
+        print(f"  floor: a bare uvicorn answer (bench/door.py) costs {floor:.3f} ms of CPU "
+              f"per request at {rate:.0f}/s")
 
     dsn = await _prepare_db(target.admin_dsn)
     try:

@@ -1,15 +1,19 @@
-"""`marketplace analytics rebuild` after 1,000 random orders gives exactly the live numbers."""
+"""`marketplace analytics rebuild` gives exactly the live numbers, while the live consumers
+go on applying events."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from services.analytics import rebuild
 from services.analytics.domain.window import minute_of
 from services.cli import analytics_rebuild
+from services.common.bus import Bus
 from tests.integration.analytics.conftest import Analytics, Published
 from tests.integration.analytics.factories import confirmation, money, placed_order, refund
 from tests.integration.analytics.scenario import Scenario, dump, generate
@@ -35,9 +39,12 @@ async def publish_all(analytics: Analytics, scenario: Scenario) -> list[Publishe
     return sent
 
 
-async def settle(analytics: Analytics, sent: list[Published]) -> None:
-    copies = Counter(p.subject.split(".", 1)[0] for p in sent)
-    copies += Counter(p.subject.split(".", 1)[0] for p in sent[::20])
+async def settle(analytics: Analytics, *batches: list[Published]) -> None:
+    """Wait until each consumer has handled every event of `publish_all`'s batches."""
+    copies: Counter[str] = Counter()
+    for sent in batches:
+        copies += Counter(p.subject.split(".", 1)[0] for p in sent)
+        copies += Counter(p.subject.split(".", 1)[0] for p in sent[::20])
     for prefix, consumer in STREAMS.items():
         await analytics.settled(consumer, copies[prefix])
 
@@ -110,3 +117,80 @@ async def test_after_a_rebuild_live_consumers_apply_each_later_event_once(
 
     body = await analytics.report("/v1/analytics/gmv")
     assert (body["gmv"], body["refunds"], body["orders"]) == (money(12_500), money(1_000), 2)
+
+
+async def indexes_and_grants(conn: asyncpg.Connection) -> list[tuple[str, ...]]:
+    """The live tables' index names and definitions and who may do what with each table."""
+    indexes = await conn.fetch(
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'analytics' "
+        "AND tablename = ANY($1::text[])", list(rebuild.SWAPPED))
+    grants = await conn.fetch(
+        "SELECT c.relname, a.grantee::regrole::text, a.privilege_type "
+        "FROM pg_class c, aclexplode(c.relacl) a "
+        "WHERE c.relnamespace = 'analytics'::regnamespace AND c.relname = ANY($1::text[])",
+        list(rebuild.SWAPPED))
+    return sorted(tuple(r.values()) for r in [*indexes, *grants])
+
+
+async def test_live_consumers_go_on_during_a_rebuild_whose_result_equals_the_live_one(
+    analytics: Analytics, nats_url: str
+) -> None:
+    start = minute_of(datetime.now(UTC)) - timedelta(hours=3)
+    window = {"from": iso(start - timedelta(minutes=1)), "to": iso(start + timedelta(hours=2))}
+    before, during = generate(300, start=start), generate(300, start=start, seed=12)
+    sent_before = await publish_all(analytics, before)
+    await settle(analytics, sent_before)
+    admin = await asyncpg.connect(analytics.db.admin_dsn)
+    shape = await indexes_and_grants(admin)
+    paused, resume = threading.Event(), threading.Event()
+
+    def progress(stream: str, done: int, total: int) -> None:
+        # Halfway through the first stream's replay, the rebuild waits here (its thread
+        # blocked, no lock held) while the test publishes and the live consumers apply.
+        if 0 < done < total and not paused.is_set():
+            paused.set()
+            assert resume.wait(60), "the test never let the rebuild go on"
+
+    async def rebuild_in_its_thread() -> rebuild.Rebuilt:
+        bus = await Bus.connect(nats_url, name="analytics-rebuild-test")
+        try:
+            return await rebuild.rebuild(analytics.db.dsn("analytics"), bus.js,
+                                         progress=progress, batch=100)
+        finally:
+            await bus.close()
+
+    running = asyncio.create_task(asyncio.to_thread(asyncio.run, rebuild_in_its_thread()))
+    try:
+        assert await asyncio.to_thread(paused.wait, 60), "the rebuild never got under way"
+        sent_during = await publish_all(analytics, during)
+        await settle(analytics, sent_before, sent_during)  # applied live, mid-rebuild
+        live = await dump(admin)
+        live_gmv = await analytics.report("/v1/analytics/gmv", **window)
+    finally:
+        resume.set()
+    done = await running
+
+    assert sum(done.replayed.values()) >= len(sent_before) + len(sent_during)
+    assert await dump(admin) == live
+    assert await analytics.report("/v1/analytics/gmv", **window) == live_gmv
+    assert live_gmv["gmv"] == money(before.gmv + during.gmv)
+    # The same indexes under the same names, and the auditor still reads every table.
+    assert await indexes_and_grants(admin) == shape
+    assert ("orders_fact", "auditor", "SELECT") in shape
+    counted = await analytics.db.sql("SELECT count(*) AS n FROM analytics.orders_fact")
+    assert counted[0]["n"] == len(live["orders_fact"])
+    await admin.close()
+
+    # The swapped-in inbox: an event the rebuild applied stays applied once.
+    await analytics.redeliver(next(p for p in sent_during if p.subject.startswith("orders.")))
+    after = placed_order(total=700)
+    await analytics.publish("orders.order.confirmed", confirmation(after, at=start))
+    await analytics.settled("analytics-orders", analytics_copies(sent_before, sent_during) + 2)
+    body = await analytics.report("/v1/analytics/gmv", **window)
+    assert body["gmv"] == money(before.gmv + during.gmv + 700)
+
+
+def analytics_copies(*batches: list[Published]) -> int:
+    """Orders events among `publish_all`'s batches, redeliveries included."""
+    return sum(sum(p.subject.startswith("orders.") for p in [*sent, *sent[::20]])
+               for sent in batches)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 ErrorCode = Literal[
@@ -49,7 +49,8 @@ class _Command:
 
     def _hashed(self) -> tuple[object, ...]:
         # The fields are flat values: astuple's deep copy of each would only cost time.
-        return tuple(getattr(self, f.name) for f in fields(self))[1:]  # type: ignore[arg-type]
+        names = self.__dataclass_fields__  # type: ignore[attr-defined]
+        return tuple(getattr(self, name) for name in names)[1:]
 
 
 @dataclass(frozen=True, slots=True)

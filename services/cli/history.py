@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -148,8 +150,34 @@ async def _write_chunk(conn: asyncpg.Connection, out: Chunk) -> int:
     return sum(len(rows) for rows in out.rows.values())
 
 
+# The simulation lives in a process of its own (one worker, so its state carries from
+# chunk to chunk): it makes the next chunks while this process and Postgres write one.
+_simulation: Simulation | None = None
+_cut: Cutoffs | None = None
+
+
+def _start(plan: Plan, skus: list[Sku], cut: Cutoffs) -> None:
+    global _simulation, _cut
+    _simulation, _cut = Simulation(plan, skus), cut
+
+
+def _generate(first: int, count: int) -> Chunk:
+    assert _simulation is not None and _cut is not None
+    out = _simulation.chunk(first, count)
+    add_recent(out, _cut)
+    out.orders = []  # used up: not sent back
+    return out
+
+
+def _member_rows(password_hash: str, seed: int,
+                 now: datetime) -> dict[str, list[tuple[object, ...]]]:
+    assert _simulation is not None
+    return history_members.rows(_simulation.members, password_hash=password_hash, seed=seed,
+                                now=now)
+
+
 async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, progress: bool = True,
-               now: datetime | None = None) -> Loaded:
+               now: datetime | None = None, ahead: int = 2) -> Loaded:
     """Generate and write `plan`'s history; returns what it wrote."""
     started = time.perf_counter()
     # The rows are consistent by construction (the audit checks it): the per-row triggers
@@ -158,33 +186,34 @@ async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, progress: bool
     conn = await asyncpg.connect(admin_dsn, server_settings={
         "session_replication_role": "replica", "synchronous_commit": "off",
         "application_name": "marketplace-history"})
+    loop = asyncio.get_running_loop()
+    cut = cutoffs(now or datetime.now(UTC))
     try:
         skus = await _catalog(conn)
-        simulation = Simulation(plan, skus)
-        cut = cutoffs(now or datetime.now(UTC))
-        bar = Progress(plan.orders + 1, enabled=progress, label="history")
-
-        def generate(first: int) -> Chunk:
-            out = simulation.chunk(first, min(chunk, plan.orders - first))
-            add_recent(out, cut)
-            return out
-
-        rows = 0
-        starts = range(0, plan.orders, chunk)
-        # The next chunk is made while Postgres writes this one.
-        coming = asyncio.ensure_future(asyncio.to_thread(generate, 0)) if starts else None
-        for first in starts:
-            assert coming is not None
-            out = await coming
-            if first + chunk < plan.orders:
-                coming = asyncio.ensure_future(asyncio.to_thread(generate, first + chunk))
-            rows += await _write_chunk(conn, out)
-            done = min(first + chunk, plan.orders)
-            bar.advance(done - first, f"{done:,} orders")
+        if not skus:
+            raise SystemExit("the catalog has no SKUs: seed it first (`marketplace seed`)")
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start, initargs=(plan, skus, cut)) as maker:
+            bar = Progress(plan.orders + 1, enabled=progress, label="history")
+            starts = list(range(0, plan.orders, chunk))
+            coming = [loop.run_in_executor(maker, _generate, first,
+                                           min(chunk, plan.orders - first))
+                      for first in starts[:ahead]]
+            rows = 0
+            for n, first in enumerate(starts):
+                out = await coming.pop(0)
+                if n + ahead < len(starts):
+                    nxt = starts[n + ahead]
+                    coming.append(loop.run_in_executor(maker, _generate, nxt,
+                                                       min(chunk, plan.orders - nxt)))
+                rows += await _write_chunk(conn, out)
+                done = min(first + chunk, plan.orders)
+                bar.advance(done - first, f"{done:,} orders")
+            members = await loop.run_in_executor(
+                maker, _member_rows, await history_members.password_hash(), plan.seed,
+                plan.until)
         async with conn.transaction():
-            for table, member_rows in history_members.rows(
-                    simulation.members, password_hash=await history_members.password_hash(),
-                    seed=plan.seed, now=plan.until).items():
+            for table, member_rows in members.items():
                 await _copy(conn, table, member_rows)
                 rows += len(member_rows)
         bar.advance(1, "members")

@@ -1,26 +1,36 @@
-"""`marketplace history` on a real Postgres: a small history through the generator is one the
-audit finds clean, with its retained rows and its members as the services would have left
-them."""
+"""`marketplace history` on a real Postgres: a history made by the generator is one the audit
+finds clean, `audit --since` checks what changed in its window and nothing before it, and
+the purges remove from it exactly what retention says."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import itertools
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from seeds.seed import seed_if_empty
-from services.cli.audit import run_audit
+from services.analytics import store as analytics_store
+from services.analytics.settings import AnalyticsSettings
+from services.cli.audit import Check, run_audit
 from services.cli.dbsetup import SERVICES
 from services.cli.history import load
 from services.cli.history_model import Plan
+from services.common import purge as lifecycle
 from services.common.migrations import migrate_service
-from tests.infra import FreshDb
+from services.common.settings import ServiceSettings
+from services.orders.store import idempotency
+from services.payments import store as payments_store
+from services.payments.settings import PaymentsSettings
+from tests.infra import FreshDb, create_fresh_db, drop_db
 
 ORDERS = 20_000
 MEMBERS = 1_000
-
-MakeDb = Callable[..., Awaitable[FreshDb]]
+DAYS = 30
+DISCOUNTS = "each order's discount is the one of the tier recorded on it"
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +38,127 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@pytest.fixture
-async def history(fresh_db: MakeDb, now: datetime) -> FreshDb:
-    """A migrated, seeded database with 20,000 orders over the last 30 days."""
-    db = await fresh_db("history")
+@pytest.fixture(scope="module")
+async def history(pg_admin_dsn: str, now: datetime) -> AsyncIterator[FreshDb]:
+    """A migrated, seeded database with 20,000 orders over the 30 days up to an hour ago."""
+    db = await create_fresh_db(pg_admin_dsn, "history")
     for service in SERVICES:
         await migrate_service(db.dsn(service), service)
     await seed_if_empty({"orders": db.dsn("orders")}, progress=False)
     until = now - timedelta(hours=1)
-    plan = Plan(orders=ORDERS, members=MEMBERS, seed=7, start=until - timedelta(days=30),
+    plan = Plan(orders=ORDERS, members=MEMBERS, seed=7, start=until - timedelta(days=DAYS),
                 until=until)
     await load(db.admin_dsn, plan, progress=False, now=now)
-    return db
+    yield db
+    await drop_db(pg_admin_dsn, db.name)
+
+
+def failures(results: list[Check]) -> list[tuple[str, list[str]]]:
+    return [(c.name, c.violations[:3]) for c in results if not c.ok]
 
 
 async def test_the_audit_is_clean_over_the_generated_history(history: FreshDb) -> None:
     results = await run_audit(history.auditor_dsn, settle_s=0)
-    assert [(c.name, c.violations[:3]) for c in results if not c.ok] == []
+    assert failures(results) == []
     checked = {c.name: c.checked for c in results}
     assert checked["per order, captured - refunded equals what orders believes"] == ORDERS
-    assert checked["each member's points and tier follow the rules from their orders"] == MEMBERS
+    assert checked[DISCOUNTS] == ORDERS
+    counts = (await history.sql(
+        "SELECT (SELECT count(*) FROM orders.orders) AS orders,"
+        " (SELECT count(*) FROM payments.payments) AS payments,"
+        " (SELECT count(*) FROM membership.members) AS members,"
+        " (SELECT count(*) FROM orders.orders WHERE status = 'REFUNDED') AS refunded,"
+        " (SELECT count(*) FROM orders.orders WHERE points_redeemed > 0) AS redeeming,"
+        " (SELECT count(*) FROM orders.outbox) AS events"))[0]
+    assert (counts["orders"], counts["payments"], counts["members"]) == (ORDERS, ORDERS,
+                                                                         MEMBERS)
+    assert counts["refunded"] > 0 and counts["redeeming"] > 0 and counts["events"] > 0
+
+
+async def _order_updated(db: FreshDb, *, after: datetime | None = None,
+                         before: datetime | None = None) -> uuid.UUID:
+    [row] = await db.sql(
+        "SELECT id FROM orders.orders WHERE ($1::timestamptz IS NULL OR updated_at >= $1) "
+        "AND ($2::timestamptz IS NULL OR updated_at < $2) ORDER BY updated_at LIMIT 1",
+        after, before)
+    return row["id"]
+
+
+async def test_audit_since_finds_a_violation_in_its_window_and_ignores_one_before(
+    history: FreshDb, now: datetime,
+) -> None:
+    since = now - timedelta(days=2)
+    inside = await _order_updated(history, after=since)
+    before = await _order_updated(history, before=since - timedelta(hours=1))
+    admin = await asyncpg.connect(history.admin_dsn)
+    try:
+        # Each recorded with a discount rate that is not its tier's.
+        await admin.execute("UPDATE orders.orders SET discount_bps = discount_bps + 1 "
+                            "WHERE id = ANY($1::uuid[])", [inside, before])
+        windowed = {c.name: c for c in await run_audit(history.auditor_dsn, settle_s=0,
+                                                         since=since)}
+        whole = {c.name: c for c in await run_audit(history.auditor_dsn, settle_s=0)}
+    finally:
+        await admin.execute("UPDATE orders.orders SET discount_bps = discount_bps - 1 "
+                            "WHERE id = ANY($1::uuid[])", [inside, before])
+        await admin.close()
+    found = " ".join(windowed[DISCOUNTS].violations)
+    assert str(inside) in found and str(before) not in found
+    assert [n for n, c in windowed.items() if not c.ok] == [DISCOUNTS]
+    assert len(whole[DISCOUNTS].violations) == 2
+
+
+def _settings(**retention: float) -> ServiceSettings:
+    return ServiceSettings.model_construct().model_copy(update=retention)
+
+
+async def _purge(dsn: str, purges: list[lifecycle.Purge]) -> dict[str, int]:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        done = await lifecycle.purge_all(pool, purges, lock="history-test")
+    finally:
+        await pool.close()
+    assert done is not None
+    return done
+
+
+async def test_the_generated_history_holds_only_what_retention_keeps(history: FreshDb) -> None:
+    """At the services' retention the purges find nothing to remove: the generator wrote
+    the outbox, inbox and stored answers only as far back as they are kept."""
+    shared = lifecycle.shared(_settings())
+    own = {
+        "orders": [idempotency.PURGE],
+        "payments": [payments_store.idempotency_purge(
+            timedelta(days=PaymentsSettings.model_fields["idempotency_retention_days"].default))],
+        "analytics": [analytics_store.seconds_purge(
+            timedelta(days=AnalyticsSettings.model_fields["second_retention_days"].default))],
+    }
+    for service in SERVICES:
+        done = await _purge(history.dsn(service), shared + own.get(service, []))
+        assert set(done.values()) == {0}, service
+    [row] = await history.sql("SELECT (SELECT count(*) FROM orders.idempotency_keys) AS keys,"
+                              " (SELECT count(*) FROM analytics.gmv_second) AS seconds")
+    assert row["keys"] > 0 and row["seconds"] > 0  # the recent ones are there
+
+
+async def test_a_shorter_outbox_retention_purges_exactly_the_older_rows(
+    history: FreshDb, now: datetime,
+) -> None:
+    """Retention ending in a quiet minute of the history (no row within 30 s of it): the
+    purge removes every row published before it and nothing after (pending rows, the seed's
+    catalog events here, are never purged)."""
+    rows = [r["published_at"] for r in await history.sql(
+        "SELECT published_at FROM orders.outbox WHERE published_at IS NOT NULL "
+        "ORDER BY published_at")]
+    gaps = [(b - a, a + (b - a) / 2) for a, b in itertools.pairwise(rows)
+            if a > now - timedelta(hours=16)]
+    cut = next(mid for gap, mid in gaps if gap > timedelta(minutes=1))
+    older = sum(r < cut for r in rows)
+    assert 0 < older < len(rows)
+    keep_h = (datetime.now(UTC) - cut).total_seconds() / 3600
+    done = await _purge(history.dsn("orders"), lifecycle.shared(_settings(
+        outbox_retention_h=keep_h)))
+    assert done["outbox"] == older
+    [left] = await history.sql("SELECT count(*) AS n, min(published_at) AS oldest "
+                               "FROM orders.outbox WHERE published_at IS NOT NULL")
+    assert left["n"] == len(rows) - older and left["oldest"] > cut

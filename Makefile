@@ -78,3 +78,9 @@ load: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
+
+# Every hot path's cost as history grows (docs/benchmarks.md, "Growth"); e.g. a quick one:
+# make bench-growth ARGS="--steps 0,100000 --step-s 10"
+.PHONY: bench-growth
+bench-growth: $(STAMP)
+	$(PY) -m bench.growth $(ARGS)

@@ -66,6 +66,26 @@ def write_csv(rows: list[Row], path: Path) -> None:
             writer.writerow({k: _cell(v) for k, v in asdict(row).items()})
 
 
+def write_records(records: list[dict[str, object]], path: Path) -> None:
+    """Rows of any shape (the keys of the first are the columns), cells as in write_csv."""
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else [])
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: _cell(v) for k, v in record.items()})
+
+
+def records_table(records: list[dict[str, object]]) -> str:
+    """The printed table of write_records' rows."""
+    if not records:
+        return ""
+    head = list(records[0])
+    body = [[_cell(r.get(k)) or "-" for k in head] for r in records]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    return "\n".join("  ".join(f"{c:>{w}}" for c, w in zip(line, widths, strict=True))
+                     for line in [head, *body])
+
+
 TABLE = (("kind", "kind"), ("rate/s", "rate_offered"), ("confirmed/s", "confirmed_per_s"),
          ("ok/s", "achieved_per_s"), ("p50 ms", "p50_ms"), ("p95 ms", "p95_ms"),
          ("p99 ms", "p99_ms"), ("lag p99 ms", "lag_p99_ms"), ("errors", "error_rate"),

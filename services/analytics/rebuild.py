@@ -4,8 +4,9 @@ The replay writes into a shadow schema (`analytics_rebuild`, same tables, its ow
 through the very handlers the live consumers run, so the two cannot drift apart. It holds
 no lock on the live tables and streams a batch at a time (a fetch, a transaction, an ack),
 so the live consumers go on applying events and memory stays flat however long the
-streams are. Each replay's ephemeral consumer is its watermark: whatever arrives during
-the replay is caught up in further rounds, still without a lock, until little is left.
+streams are. The three streams are replayed at once, each on its own connection. Each
+replay's ephemeral consumer is its watermark: whatever arrives during the replay is caught
+up in further rounds, still without a lock, until little is left.
 
 The swap is then one short transaction. It locks `orders_fact` and the live inbox in
 EXCLUSIVE mode (the order the live consumers take them; readers go on), applies the few
@@ -23,6 +24,7 @@ projections.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import nats.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -54,6 +57,9 @@ BATCH = 2_000
 # the rest is applied under the lock.
 CLOSE_ENOUGH = 2_000
 MAX_ROUNDS = 10
+# A replay's consumer idles while the other streams are replayed and between catch-up
+# rounds: JetStream must not delete it meanwhile (the rebuild deletes it when it ends).
+IDLE_S = 6 * 3600.0
 
 Progress = Callable[[str, int, int], None]  # stream, messages replayed, messages in stream
 _INDEX_HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON \S+ ")
@@ -145,43 +151,72 @@ async def prepare_shadow(conn: asyncpg.Connection) -> None:
 async def open_replays(js: JetStreamContext) -> list[Replay]:
     replays = []
     for consumer, (stream, subjects, handler) in CONSUMERS.items():
-        info = await js.stream_info(stream)
         sub = await js.pull_subscribe(
             "", stream=stream,
             config=ConsumerConfig(
                 name=f"analytics-rebuild-{uuid.uuid4().hex[:8]}",
                 filter_subjects=list(subjects),
                 deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.ALL,
-                inactive_threshold=60.0, max_ack_pending=-1,
+                inactive_threshold=IDLE_S, max_ack_pending=-1,
             ),
         )
-        replays.append(Replay(consumer, stream, handler, sub, int(info.state.messages)))
+        pending = (await sub.consumer_info()).num_pending  # only the subjects replayed
+        replays.append(Replay(consumer, stream, handler, sub, int(pending or 0)))
     return replays
+
+
+async def _fetch(replay: Replay, batch: int) -> list[Msg]:
+    try:
+        return list(await replay.sub.fetch(batch, timeout=1.0))
+    except (TimeoutError, nats.errors.TimeoutError):
+        return []  # nothing left to deliver
 
 
 async def catch_up(
     conn: asyncpg.Connection, replay: Replay, progress: Progress, *, batch: int = BATCH
 ) -> int:
     """Apply the stream's messages to the shadow until none is pending, a batch at a time
-    (each its own transaction, or the caller's); returns how many it applied."""
+    (each its own transaction, or the caller's); returns how many it applied.
+
+    The next batch is fetched (and parsed) while the current one is written."""
     before = replay.done
-    while True:
-        if (await replay.sub.consumer_info()).num_pending == 0:
-            break
+    if (await replay.sub.consumer_info()).num_pending == 0:
+        return 0
+    coming: asyncio.Future[list[Msg]] | None = asyncio.ensure_future(_fetch(replay, batch))
+    while coming is not None and (msgs := await coming):
+        left = msgs[-1].metadata.num_pending or 0
+        # Fetched ahead only when more is known to be there: a fetch is never abandoned.
+        coming = asyncio.ensure_future(_fetch(replay, batch)) if left else None
         try:
-            msgs = await replay.sub.fetch(batch, timeout=1.0)
-        except (TimeoutError, nats.errors.TimeoutError):
-            break  # nothing left to deliver
-        async with conn.transaction():
-            await apply_events(conn, replay.consumer, [to_event(m) for m in msgs],
-                               replay.handler)
+            async with conn.transaction():
+                await apply_events(conn, replay.consumer, [to_event(m) for m in msgs],
+                                   replay.handler)
+        except BaseException:
+            if coming is not None:
+                await asyncio.gather(coming, return_exceptions=True)
+            raise
         await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
         replay.done += len(msgs)
-        replay.total = max(replay.total, replay.done + (msgs[-1].metadata.num_pending or 0))
+        replay.total = max(replay.total, replay.done + left)
         progress(replay.stream, replay.done, replay.total)
-        if msgs[-1].metadata.num_pending == 0:
-            break
     return replay.done - before
+
+
+async def _replay_all(dsn: str, replays: list[Replay], progress: Progress, batch: int) -> int:
+    """Every stream caught up at once, each on a connection of its own; the events applied.
+
+    The shadow is thrown away if anything fails (and the replay starts again from the
+    first message), so its commits need not wait for the disk."""
+    async def one(replay: Replay) -> int:
+        conn = await asyncpg.connect(dsn, server_settings={
+            "search_path": SHADOW, "synchronous_commit": "off",
+            "application_name": "analytics-rebuild"})
+        try:
+            return await catch_up(conn, replay, progress, batch=batch)
+        finally:
+            await conn.close()
+
+    return sum(await asyncio.gather(*(one(r) for r in replays)))
 
 
 async def _replace(conn: asyncpg.Connection, table: str) -> None:
@@ -233,11 +268,10 @@ async def rebuild(
         replays = await open_replays(js)
         for replay in replays:
             progress(replay.stream, 0, replay.total)
-            await catch_up(conn, replay, progress, batch=batch)
-        # Each stream went on growing while the others were replayed.
+        await _replay_all(dsn, replays, progress, batch)
+        # The streams went on growing meanwhile: catch up again while that is worth it.
         for _ in range(MAX_ROUNDS):
-            late = [await catch_up(conn, r, progress, batch=batch) for r in replays]
-            if sum(late) <= CLOSE_ENOUGH:
+            if await _replay_all(dsn, replays, progress, batch) <= CLOSE_ENOUGH:
                 break
         for table in SWAPPED:  # the planner's statistics, before the hot paths read them
             await conn.execute(f"ANALYZE {SHADOW}.{table}")

@@ -70,24 +70,26 @@ def parse(argv: list[str] | None, env: Mapping[str, str]) -> argparse.Namespace:
 
 
 class ProgressLine:
-    """`rebuild [  12.0 s] ORDERS 150,000/1,000,000 events (15%), 12,500 events/s` on stderr,
-    every few seconds and when a stream is done (a line each, readable in a log too)."""
+    """`rebuild [  12.0 s] ORDERS 150,000/1,000,000 PAYMENTS 90,000/400,000 ...: 20,000
+    events/s` on stderr every few seconds and when a stream is done (a line each, readable
+    in a log too)."""
 
     def __init__(self, out: TextIO, *, every_s: float = 5.0) -> None:
         self.out, self.every_s = out, every_s
         self.started = self.last = time.monotonic()
-        self.done: dict[str, int] = {}
+        self.streams: dict[str, tuple[int, int]] = {}
 
     def __call__(self, stream: str, done: int, total: int) -> None:
-        self.done[stream] = done
+        self.streams[stream] = (done, total)
         now = time.monotonic()
-        if now - self.last < self.every_s and done < total:
+        if now - self.last < self.every_s and (done < total or done == 0):
             return
         self.last = now
         elapsed = max(now - self.started, 1e-6)
-        share = f" ({100 * done // total}%)" if total else ""
-        self.out.write(f"rebuild [{elapsed:7.1f} s] {stream} {done:,}/{total:,} events{share}, "
-                       f"{sum(self.done.values()) / elapsed:,.0f} events/s\n")
+        streams = " ".join(f"{name} {d:,}/{t:,}" for name, (d, t) in self.streams.items())
+        replayed = sum(d for d, _ in self.streams.values())
+        self.out.write(f"rebuild [{elapsed:7.1f} s] {streams}: "
+                       f"{replayed / elapsed:,.0f} events/s\n")
         self.out.flush()
 
 

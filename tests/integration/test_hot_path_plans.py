@@ -1,15 +1,18 @@
 """No hot-path statement reads the history: each plan, over tables holding a history the
 planner takes seriously, reaches its rows through an index and sorts only what is bounded.
 
-The statements are the store modules' own constants; the tables hold ~100,000 rows each,
+The statements are the store modules' own constants, or, for the checkout's batched
+statements (look-up, placing, settling), what the store functions send for a batch of
+CHECKOUT_BATCH orders, caught by a stand-in connection; the tables hold ~100,000 rows each,
 analysed, shaped as production would hold them (a year of orders, purged tables holding
 their retention with a sliver expired since the last purge).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,11 +24,12 @@ import pytest
 from services.analytics import live
 from services.analytics import store as analytics_store
 from services.cli import audit_window
-from services.common import inbox, outbox
+from services.common import db, inbox, outbox
 from services.common import purge as lifecycle
 from services.common.migrations import migrate_service
 from services.common.settings import ServiceSettings
-from services.orders.store import idempotency
+from services.orders.domain.order import Line, Order, OrderStatus
+from services.orders.store import catalog, idempotency, members, placing, settling
 from services.orders.store import orders as order_store
 from tests.infra import FreshDb
 
@@ -37,6 +41,8 @@ HISTORY = {"orders", "order_lines", "idempotency_keys", "outbox", "inbox", "dead
            "payments", "journal_entries", "journal_lines", "points_ledger"}
 # A sort over more rows than this reads history, not a page or a window.
 SORT_BOUND = 10_000
+CHECKOUT_BATCH = 8  # a group commit's batch at the peak (settings.checkout_batch_max: more)
+RATE = ("checkout", timedelta(milliseconds=100), timedelta(seconds=5))
 
 
 @dataclass(frozen=True)
@@ -193,18 +199,95 @@ def _statements() -> list[Statement]:
     ]
 
 
+def _md5_uuid(text: str) -> uuid.UUID:
+    """The id `md5(text)::uuid` gives in `_fill`."""
+    return uuid.UUID(hashlib.md5(text.encode()).hexdigest())
+
+
+class Recorder:
+    """Stands in for a connection: keeps each statement and its arguments, runs none."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        self.sent.append((sql, args))
+        return []
+
+    async def fetchval(self, sql: str, *args: Any) -> None:
+        self.sent.append((sql, args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, list[uuid.UUID]]:
+        self.sent.append((sql, args))
+        return {"done": [], "gone": []}
+
+
+def _order(n: int, *, order_id: uuid.UUID, status: OrderStatus) -> Order:
+    """The n-th order of a batch: its own member, two lines of SKUs from `_fill`."""
+    now = datetime.now(UTC)
+    lines = tuple(Line(sku_id=_md5_uuid(f"sku{(3 * n + k) % 100 + 1}"),
+                       product_id=uuid.UUID("00000000-0000-0000-0000-000000000002"),
+                       merchant_id=uuid.UUID("00000000-0000-0000-0000-000000000001"),
+                       category="c", quantity=1, unit_price=100, line_total=100)
+                  for k in range(2))
+    return Order(id=order_id, member_id=_md5_uuid(f"m{n}"), status=status, subtotal=200,
+                 discount=0, points_redeemed=0, total=200, currency="CNY",
+                 payment_token="tok_visa", payment_id=uuid.uuid4() if status != "PENDING"
+                 else None, cancel_reason=None, idempotency_key=f"new{n}",
+                 payment_deadline=now + timedelta(minutes=15), points_pending=False,
+                 created_at=now, lines=lines)
+
+
+def _event(order: Order, subject: str) -> outbox.Pending:
+    return outbox.Pending(uuid.uuid4(), subject, str(order.id), b"", {"ce-type": subject})
+
+
+async def _sent(name: str, call: Any) -> list[Statement]:
+    """The statements `call(connection)` sends, named `name` (numbered past the first)."""
+    recorder = Recorder()
+    await call(recorder)
+    return [Statement(name if i == 0 else f"{name} ({i + 1})", "orders", sql, args)
+            for i, (sql, args) in enumerate(recorder.sent)]
+
+
+async def _checkout_statements() -> list[Statement]:
+    """Look-up, placing and settling as the checkout pipeline sends them for one batch."""
+    batch = range(1, CHECKOUT_BATCH + 1)
+    new = [_order(n, order_id=uuid.uuid4(), status=OrderStatus.PENDING) for n in batch]
+    skus: Sequence[uuid.UUID] = list(dict.fromkeys(x.sku_id for o in new for x in o.lines))
+    # The PENDING orders `_fill` made (one in 10,000), confirmed by the batch.
+    pending = [_order(n, order_id=_md5_uuid(f"o{10_000 * n}"), status=OrderStatus.CONFIRMED)
+               for n in batch]
+    places = [placing.Placing(order=o, request_hash="h", retry_at=o.created_at,
+                              event=_event(o, "orders.order.placed")) for o in new]
+    settles = [settling.Settling(order=o, reply_status=201, reply_body=b"{}",
+                                 events=(_event(o, "orders.order.confirmed"),))
+               for o in pending]
+    return [
+        *await _sent("look-up: SKUs", lambda c: catalog.skus_for_checkout(c, skus)),
+        *await _sent("look-up: one SKU", lambda c: catalog.skus_for_checkout(c, skus[:1])),
+        *await _sent("look-up: tiers",
+                     lambda c: members.tiers_of(c, [o.member_id for o in new])),
+        *await _sent("placing", lambda c: placing.place(c, places, claim_timeout_s=30.0,
+                                                        rate=RATE)),
+        *await _sent("settling", lambda c: settling.settle(c, settles)),
+    ]
+
+
 async def _plan(conn: asyncpg.Connection, statement: Statement) -> dict[str, Any]:
     await conn.execute(f"SET search_path TO {statement.schema}")
     raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {statement.sql}", *statement.args)
-    plan: dict[str, Any] = orjson.loads(raw)[0]["Plan"]
+    doc = orjson.loads(raw) if isinstance(raw, str) else raw  # decoded by the json codec
+    plan: dict[str, Any] = doc[0]["Plan"]
     return plan
 
 
 async def test_no_hot_path_statement_reads_the_history(history: FreshDb) -> None:
-    conn = await asyncpg.connect(history.admin_dsn)
+    # With the services' codecs: the checkout's statements take jsonb headers as dicts.
+    conn = await db.connect(history.admin_dsn, schema="orders", application_name="plans")
     try:
         offending = {}
-        for statement in _statements():
+        for statement in [*_statements(), *await _checkout_statements()]:
             plan = await _plan(conn, statement)
             if reads := list(history_reads(plan)):
                 offending[statement.name] = reads

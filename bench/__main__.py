@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--flash-s", type=int, default=10,
                    help="seconds of flash load, and of its pgbench (--flash)")
     p.add_argument("--shapes", default="",
-                   help="of single, topology, replicas, pooler, r3, e.g. single,topology: "
+                   help="of single, topology, replicas, pooler, r3, e.g. single,topology, "
+                   "each optionally @<commit> to run that commit's code (single@HEAD~3,single): "
                    "the checkout steps against each shape in turn "
                    "(each started here), then pgbench and one stream leader's ceilings "
                    "(bench/shapes.py); no overload, 70 %% step or other ceilings")

@@ -19,7 +19,7 @@ from bench import ceilings, cpu, generator, nats_sync, output, pools, runs
 from bench.nats_sync import Publishing
 from bench.output import Row
 from bench.runs import Measured
-from bench.stack import Target, ensure_stack
+from bench.stack import Target, code_at, ensure_stack
 
 SHAPES: dict[str, tuple[str, ...]] = {
     "single": (),
@@ -41,10 +41,13 @@ class PrimaryCeiling:
 
 
 def parse(text: str) -> list[str]:
+    """Shape names, each optionally `@<commit>`: that shape running that commit's code
+    (`single@HEAD~5,single` measures an earlier commit beside this checkout, in one run)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SHAPES]
+    unknown = [n for n in names if n.partition("@")[0] not in SHAPES]
     if unknown or not names:
-        raise SystemExit(f"--shapes takes {', '.join(SHAPES)}; not {', '.join(unknown) or text}")
+        raise SystemExit(f"--shapes takes {', '.join(SHAPES)}, each optionally @<commit>; "
+                         f"not {', '.join(unknown) or text}")
     return names
 
 
@@ -87,8 +90,10 @@ def run(args: argparse.Namespace, names: Sequence[str], base: Path, *,
     measured: dict[str, list[Measured]] = {}
     primary: PrimaryCeiling | None = None
     for n, shape in enumerate(names):
-        with ensure_stack(args.port_base, log_name=f"bench-{shape}",
-                          up_args=SHAPES[shape]) as target:
+        base_shape, _, ref = shape.partition("@")
+        with ensure_stack(args.port_base, log_name=f"bench-{base_shape}",
+                          up_args=SHAPES[base_shape],
+                          code=code_at(ref) if ref else None) as target:
             measured[shape] = asyncio.run(_checkout(args, target, shape))
             if n == len(names) - 1 and not args.no_ceilings:
                 print(f"\npgbench on the {shape} stack's Postgres ({args.pgbench_s} s):")

@@ -74,14 +74,35 @@ def _admin_key(data: DataPaths) -> str:
     return str(json.loads(data.secrets_file.read_text())["admin_api_key"])
 
 
+def code_at(ref: str) -> Path:
+    """A checkout of commit `ref` (a git worktree under .data/bench-code/) whose stack runs
+    on this checkout's .venv: the code of an earlier commit, measured beside this one's."""
+    root = repo_root()
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=root,
+                         capture_output=True, text=True, check=False)
+    if sha.returncode != 0:
+        raise SystemExit(f"{ref!r} is not a commit of this repository: {sha.stderr.strip()}")
+    tree = root / ".data" / "bench-code" / sha.stdout.strip()[:12]
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha.stdout.strip()],
+                       cwd=root, check=True, capture_output=True)
+    venv = tree / ".venv"
+    if not venv.exists():
+        venv.symlink_to(root / ".venv")
+    return tree
+
+
 @contextlib.contextmanager
 def ensure_stack(port_base: int, *, log_name: str = "bench-up",
-                 up_args: Sequence[str] | None = None) -> Iterator[Target]:
+                 up_args: Sequence[str] | None = None,
+                 code: Path | None = None) -> Iterator[Target]:
     """Use the running `marketplace up`, or start one and stop it again at the end.
 
     With `up_args` (a shape: `()` for the single-process stack, `--replicas 2 ...`) the run
-    must know what it measures: it always starts its own `marketplace up` with them."""
-    data = DataPaths.default()
+    must know what it measures: it always starts its own `marketplace up` with them.
+    With `code` (`code_at(ref)`) that stack runs another commit's code, its data in that
+    checkout's .data."""
+    data = DataPaths(code / ".data") if code is not None else DataPaths.default()
     ours = launcher_running(data, read_state(data)) is not None
     if ours and up_args is not None:
         raise SystemExit("--shapes starts each shape itself: stop the running `marketplace up` "
@@ -93,7 +114,7 @@ def ensure_stack(port_base: int, *, log_name: str = "bench-up",
     if ours:
         raise SystemExit(f"`marketplace up` is running but its services do not answer at port "
                          f"base {port_base}; set PORT_BASE to the one it uses")
-    proc = _start_up(data, port_base, log_name, tuple(up_args or ()))
+    proc = _start_up(data, port_base, log_name, tuple(up_args or ()), code=code)
     try:
         yield Target(port_base, _admin_key(data), data)
     finally:
@@ -101,18 +122,22 @@ def ensure_stack(port_base: int, *, log_name: str = "bench-up",
 
 
 def _start_up(data: DataPaths, port_base: int, log_name: str,
-              up_args: tuple[str, ...]) -> subprocess.Popen[bytes]:
+              up_args: tuple[str, ...], *, code: Path | None = None) -> subprocess.Popen[bytes]:
     data.logs.mkdir(parents=True, exist_ok=True)
     log_file: Path = data.logs / f"{log_name}.log"
     shown = " ".join(("--port-base", str(port_base), *up_args))
     print(f"starting the stack: marketplace up {shown} (log: {log_file})")
+    root = code or repo_root()
+    env = dict(os.environ)
+    if code is not None:  # its services import its own code first, not this checkout's
+        env |= {"PYTHONPATH": str(code), "MARKETPLACE_DATA_DIR": str(data.root)}
     with log_file.open("ab") as out:
         start = out.tell()  # the log is appended to: only this run's lines count
         proc = subprocess.Popen(
-            [str(repo_root() / ".venv" / "bin" / "marketplace"), "up",
+            [str(root / ".venv" / "bin" / "python"), "-m", "services.cli", "up",
              "--port-base", str(port_base), *up_args],
-            cwd=repo_root(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(os.environ), start_new_session=True,
+            cwd=root, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True,
         )
     deadline = time.monotonic() + READY_WITHIN_S
     # The services answer /readyz before the launcher has seeded a fresh catalog: wait for

@@ -60,6 +60,7 @@ MAX_ROUNDS = 10
 # A replay's consumer idles while the other streams are replayed and between catch-up
 # rounds: JetStream must not delete it meanwhile (the rebuild deletes it when it ends).
 IDLE_S = 6 * 3600.0
+FETCH_WAIT_S = 5.0
 
 Progress = Callable[[str, int, int], None]  # stream, messages replayed, messages in stream
 _INDEX_HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON \S+ ")
@@ -167,26 +168,34 @@ async def open_replays(js: JetStreamContext) -> list[Replay]:
 
 async def _fetch(replay: Replay, batch: int) -> list[Msg]:
     try:
-        return list(await replay.sub.fetch(batch, timeout=1.0))
+        return list(await replay.sub.fetch(batch, timeout=FETCH_WAIT_S))
     except (TimeoutError, nats.errors.TimeoutError):
-        return []  # nothing left to deliver
+        return []
 
 
 async def catch_up(
     conn: asyncpg.Connection, replay: Replay, progress: Progress, *, batch: int = BATCH
 ) -> int:
-    """Apply the stream's messages to the shadow until none is pending, a batch at a time
-    (each its own transaction, or the caller's); returns how many it applied.
+    """Apply the stream's messages to the shadow until the consumer has none pending, a
+    batch at a time (each its own transaction, or the caller's); returns how many.
 
-    The next batch is fetched (and parsed) while the current one is written."""
+    The next batch is fetched (and parsed) while the current one is written. Only the
+    consumer's own count ends it: a fetch can time out while the loop is busy with another
+    stream, and under the swap's lock every event up to the stream's end must be in."""
     before = replay.done
-    if (await replay.sub.consumer_info()).num_pending == 0:
-        return 0
-    coming: asyncio.Future[list[Msg]] | None = asyncio.ensure_future(_fetch(replay, batch))
-    while coming is not None and (msgs := await coming):
+    coming: asyncio.Future[list[Msg]] | None = None
+    while True:
+        if coming is None:
+            if (await replay.sub.consumer_info()).num_pending == 0:
+                break
+            coming = asyncio.ensure_future(_fetch(replay, batch))
+        msgs, coming = await coming, None
+        if not msgs:
+            continue
         left = msgs[-1].metadata.num_pending or 0
         # Fetched ahead only when more is known to be there: a fetch is never abandoned.
-        coming = asyncio.ensure_future(_fetch(replay, batch)) if left else None
+        if left:
+            coming = asyncio.ensure_future(_fetch(replay, batch))
         try:
             async with conn.transaction():
                 await apply_events(conn, replay.consumer, [to_event(m) for m in msgs],

@@ -26,9 +26,10 @@ from tests.helpers import eventually
 
 SLOW_ORDERS = 15
 CHECKOUTS = 30  # the figures: 30 checkouts over 30 s
-# Long enough that the slow orders are still pending throughout the checkouts, short
-# enough that the test then sees them cancelled at their deadline.
-PAYMENT_DEADLINE_S = 90
+# Long enough that the slow orders are still pending throughout the checkouts (about 40 s
+# from their placing to the last checkout's answer), short enough that the test then sees
+# them cancelled at their deadline without waiting long.
+PAYMENT_DEADLINE_S = 60
 
 
 async def _authorize_calls(http: httpx.AsyncClient, stack: ServiceStack) -> float:

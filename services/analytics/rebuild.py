@@ -61,6 +61,7 @@ MAX_ROUNDS = 10
 # rounds: JetStream must not delete it meanwhile (the rebuild deletes it when it ends).
 IDLE_S = 6 * 3600.0
 FETCH_WAIT_S = 5.0
+ACK_WAIT_S = 600.0
 
 Progress = Callable[[str, int, int], None]  # stream, messages replayed, messages in stream
 _INDEX_HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON \S+ ")
@@ -159,6 +160,9 @@ async def open_replays(js: JetStreamContext) -> list[Replay]:
                 filter_subjects=list(subjects),
                 deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.ALL,
                 inactive_threshold=IDLE_S, max_ack_pending=-1,
+                # A fetched batch waits while the other streams' batches are written: not
+                # redelivered meanwhile (the inbox would skip the copies, at a cost).
+                ack_wait=ACK_WAIT_S,
             ),
         )
         pending = (await sub.consumer_info()).num_pending  # only the subjects replayed

@@ -108,15 +108,19 @@ class Pipeline:
         # Two orders of one member never share a placing batch (their rate row, their cart).
         self._place: Batcher[Placing, Placed] = Batcher(
             "place", places.place, key=lambda p: p.order.member_id, **shape)  # type: ignore[arg-type]
+        # One order never appears twice in a payment or settling batch: the checkout and
+        # recovery (once its grace has passed on a slow machine) can submit the same order
+        # at the same moment, and one settling statement would then move its lines twice.
+        # The later waits for the next batch, which finds the order already settled.
         self._pay: Batcher[Order, Payment] = Batcher(
-            "pay", payments.authorize_batch, **shape)  # type: ignore[arg-type]
+            "pay", payments.authorize_batch, key=_order_id, **shape)  # type: ignore[arg-type]
         # Recovery's retries pay in batches of their own: a retry is most likely a card that
         # did not answer in time before, and a batch is answered when its slowest card is,
         # so sharing one would make fresh checkouts wait on known-slow cards.
         self._pay_retries: Batcher[Order, Payment] = Batcher(
-            "pay", payments.authorize_batch, **shape)  # type: ignore[arg-type]
+            "pay", payments.authorize_batch, key=_order_id, **shape)  # type: ignore[arg-type]
         self._settle: Batcher[Settling, Settled] = Batcher(
-            "settle", settles.settle, **shape)  # type: ignore[arg-type]
+            "settle", settles.settle, key=lambda x: x.order.id, **shape)  # type: ignore[arg-type]
 
     async def look_up(self, item: Lookup) -> Known:
         return await self._look_up.submit(item)
@@ -131,6 +135,10 @@ class Pipeline:
 
     async def settle(self, item: Settling) -> Settled:
         return await self._settle.submit(item)
+
+
+def _order_id(order: Order) -> uuid.UUID:
+    return order.id
 
 
 class _Undo(Exception):

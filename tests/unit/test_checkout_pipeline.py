@@ -81,10 +81,11 @@ class FakePayments:
 
 class FakeSettles:
     def __init__(self) -> None:
-        self.batches: list[int] = []
+        self.batches: list[list[uuid.UUID]] = []
 
     async def settle(self, batch: Sequence[Settling]) -> Sequence[Settled]:
-        self.batches.append(len(batch))
+        self.batches.append([x.order.id for x in batch])
+        await asyncio.sleep(0.01)
         return [Settled.DONE for _ in batch]
 
     async def settle_refilled(self, item: Settling) -> Settled:
@@ -93,9 +94,10 @@ class FakeSettles:
 
 def _pipeline(places: FakePlaces, payments: FakePayments | None = None,
               company: int = 0, window_s: float = 0.0,
-              lookups: FakeLookups | None = None) -> Pipeline:
+              lookups: FakeLookups | None = None, settles: FakeSettles | None = None
+              ) -> Pipeline:
     return Pipeline(lookups=lookups or FakeLookups(), places=places,
-                    payments=payments or FakePayments(), settles=FakeSettles(),
+                    payments=payments or FakePayments(), settles=settles or FakeSettles(),
                     batches=BatchSettings(max_size=8, window_s=window_s, parallel=1),
                     company=lambda: company)
 
@@ -134,6 +136,33 @@ async def test_two_orders_of_one_member_never_share_a_placing_batch() -> None:
 
     by_order = {oid: n for n, batch in enumerate(places.batches) for oid in batch}
     assert by_order[orders[1].id] != by_order[orders[2].id]
+
+
+async def test_one_order_settled_twice_at_once_never_shares_a_settling_batch() -> None:
+    # The checkout and recovery (its grace passed on a slow machine) settle the same order at
+    # the same moment: in one statement its lines would be moved twice (held counted down
+    # twice), so the later waits for the next batch, where the order is no longer PENDING.
+    settles = FakeSettles()
+    pipeline = _pipeline(FakePlaces(), settles=settles)
+    order, other = _order(), _order()
+    done = Settling(order=order, reply_status=201, reply_body=b"", events=())
+
+    await asyncio.gather(pipeline.settle(done), pipeline.settle(done),
+                         pipeline.settle(Settling(order=other, reply_status=201, reply_body=b"",
+                                                  events=())))
+
+    assert [b.count(order.id) for b in settles.batches] == [1, 1]
+    assert sorted(len(b) for b in settles.batches) == [1, 2]
+
+
+async def test_one_order_paid_twice_at_once_never_shares_a_payment_batch() -> None:
+    payments = FakePayments()
+    pipeline = _pipeline(FakePlaces(), payments)
+    order = _order()
+
+    await asyncio.gather(pipeline.pay(order), pipeline.pay(order), pipeline.pay(_order()))
+
+    assert sorted(payments.calls) == [1, 2]
 
 
 async def test_a_declined_card_fails_only_its_own_payment() -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from services.common import db
+
 TS_CONFIG = "english"
 
 
@@ -127,19 +129,13 @@ async def skus_for_checkout(
     conn: asyncpg.Connection, sku_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, asyncpg.Record]:
     """Price, ownership and bucketing of each SKU; the caller names any id missing."""
-    if len(sku_ids) == 1:
-        rows = await conn.fetch(_SKUS_FOR_CHECKOUT + "s.id = $1", sku_ids[0])
-    else:
-        rows = await conn.fetch(_SKUS_FOR_CHECKOUT + "s.id = ANY($1::uuid[])", sku_ids)
+    rows = await db.fetch_by_ids(conn, _SKUS_FOR_CHECKOUT, "s.id", sku_ids)
     return {row["id"]: row for row in rows}
 
 
-# Most checkouts buy one SKU. With `= ANY($1)` Postgres plans the statement afresh on every
-# call (a generic plan, costed for an array of unknown length, never beats the custom one),
-# which cost several times its execution; `= $1` keeps one cached plan per connection.
 _SKUS_FOR_CHECKOUT = (
     "SELECT s.id, s.product_id, s.price, s.currency, s.bucketed, p.merchant_id, p.category "
-    "FROM skus s JOIN products p ON p.id = s.product_id WHERE "
+    "FROM skus s JOIN products p ON p.id = s.product_id WHERE"
 )
 
 

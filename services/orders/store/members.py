@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from services.common import db
+
 # The newer event wins, whichever arrives last: versions are (event time, stream sequence).
 _MERGE_TIER = """
 INSERT INTO member_tiers (member_id, tier, changed_at, stream_seq) VALUES ($1, $2, $3, $4)
@@ -31,11 +33,6 @@ async def tiers_of(
 ) -> dict[uuid.UUID, str]:
     """Each member's tier as orders knows it; a member whose registration has not arrived
     yet is missing."""
-    if len(member_ids) == 1:  # `= $1` keeps one cached plan (see catalog.skus_for_checkout)
-        tier = await conn.fetchval("SELECT tier FROM member_tiers WHERE member_id = $1",
-                                   member_ids[0])
-        return {} if tier is None else {member_ids[0]: tier}
-    rows = await conn.fetch(
-        "SELECT member_id, tier FROM member_tiers WHERE member_id = ANY($1::uuid[])",
-        member_ids)
+    rows = await db.fetch_by_ids(conn, "SELECT member_id, tier FROM member_tiers WHERE",
+                                 "member_id", member_ids)
     return {r["member_id"]: r["tier"] for r in rows}

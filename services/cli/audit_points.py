@@ -28,7 +28,7 @@ async def check_points(conn: asyncpg.Connection, scope: Scope | None = None):  #
     from services.cli.audit import Check
 
     scope = scope or Scope.whole()
-    checked, bad = 0, []
+    checked, bad = 0, list[str]()
     async for members in _member_batches(conn, scope):
         checked += await _check_members(conn, members, bad)
         scope.counted("members", checked, every=BATCH * 100)

@@ -15,23 +15,26 @@ import asyncio
 import multiprocessing
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import asyncpg
 
 from seeds.seed import Progress
 from services.analytics.settings import AnalyticsSettings
-from services.cli import history_members
-from services.cli.history_events import Cutoffs, add_recent
-from services.cli.history_model import Chunk, Plan, Simulation, Sku
+from services.cli import history_clone, history_members
+from services.cli.history_events import RETAINED, Cutoffs, add_recent, recent_from
+from services.cli.history_model import Chunk, Layout, Plan, Simulation, Sku, layout
 from services.common.settings import ServiceSettings
 from services.payments.settings import PaymentsSettings
 
 DEFAULT_SEED = 20151111
 CHUNK = 20_000
+BLOCK = 50_000  # at most this many orders simulated for the past older than retention
+COPIES_PER_TRANSACTION = 4
 # The columns each generated row fills, in its order (history_model, history_events).
 COLUMNS: dict[str, tuple[str, ...]] = {
     "orders.orders": (
@@ -97,6 +100,7 @@ class Loaded:
     members: int
     rows: int
     seconds: float
+    copies: int = 1  # the block and its copies (history_clone)
 
 
 async def _catalog(conn: asyncpg.Connection) -> list[Sku]:
@@ -114,18 +118,15 @@ async def _copy(conn: asyncpg.Connection, table: str, rows: list[tuple[object, .
 
 async def _journal_ids(conn: asyncpg.Connection, out: Chunk) -> None:
     """Entries are numbered from 0 within the chunk: take that many ids from the sequence
-    (the table locked, so nothing else takes one meanwhile) and renumber them."""
+    and renumber them."""
     entries = out.rows.get("payments.journal_entries", [])
     if not entries:
         return
-    await conn.execute("LOCK TABLE payments.journal_entries IN SHARE ROW EXCLUSIVE MODE")
-    base = await conn.fetchval(
-        "SELECT nextval(pg_get_serial_sequence('payments.journal_entries', 'id'))")
-    await conn.execute("SELECT setval(pg_get_serial_sequence('payments.journal_entries', 'id'),"
-                       " $1)", base + len(entries) - 1)
-    out.rows["payments.journal_entries"] = [(base + e, *rest) for e, *rest in entries]
-    out.rows["payments.journal_lines"] = [
-        (base + e, account, amount) for e, account, amount in out.rows["payments.journal_lines"]]
+    base = await history_clone.entry_numbers(conn, len(entries))
+    out.rows["payments.journal_entries"] = [(base + cast(int, e), *rest) for e, *rest in entries]
+    out.rows["payments.journal_lines"] = [(base + cast(int, e), account, amount)
+                                          for e, account, amount
+                                          in out.rows["payments.journal_lines"]]
 
 
 async def _write_chunk(conn: asyncpg.Connection, out: Chunk) -> int:
@@ -136,7 +137,11 @@ async def _write_chunk(conn: asyncpg.Connection, out: Chunk) -> int:
         (o, s, x.product_id, x.merchant_id, x.member_id, x.category, x.units, x.gmv, x.at)
         for (o, s), x in writes.lines.items()]
     writes.lines = {}
+    if out.copies > 1 and (writes.seconds or [t for t in out.rows if t.endswith(RETAINED)]):
+        raise RuntimeError("the block to copy holds retained rows, whose bodies carry ids")
     async with conn.transaction():
+        if out.copies > 1:
+            await history_clone.add(conn, [row[0] for row in out.rows["orders.orders"]])
         await _journal_ids(conn, out)
         for table, rows in out.rows.items():
             await _copy(conn, table, rows)
@@ -156,9 +161,9 @@ _simulation: Simulation | None = None
 _cut: Cutoffs | None = None
 
 
-def _start(plan: Plan, skus: list[Sku], cut: Cutoffs) -> None:
+def _start(plan: Plan, skus: list[Sku], cut: Cutoffs, lay: Layout) -> None:
     global _simulation, _cut
-    _simulation, _cut = Simulation(plan, skus), cut
+    _simulation, _cut = Simulation(plan, skus, lay), cut
 
 
 def _generate(first: int, count: int) -> Chunk:
@@ -172,13 +177,21 @@ def _generate(first: int, count: int) -> Chunk:
 def _member_rows(password_hash: str, seed: int,
                  now: datetime) -> dict[str, list[tuple[object, ...]]]:
     assert _simulation is not None
-    return history_members.rows(_simulation.members, password_hash=password_hash, seed=seed,
+    return history_members.rows(_simulation.all_members(), password_hash=password_hash, seed=seed,
                                 now=now)
 
 
-async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, progress: bool = True,
-               now: datetime | None = None, ahead: int = 2) -> Loaded:
-    """Generate and write `plan`'s history; returns what it wrote."""
+def _chunks(lay: Layout, chunk: int) -> list[tuple[int, int]]:
+    """(first, count) of each chunk: the block's, then the recent orders' (none spans both)."""
+    return [(first, min(chunk, end - first)) for begin, end in (
+        (0, lay.block), (lay.block, lay.simulated)) for first in range(begin, end, chunk)]
+
+
+async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, block: int = BLOCK,
+               progress: bool = True, now: datetime | None = None,
+               ahead: int = 2) -> Loaded:
+    """Generate and write `plan`'s history; returns what it wrote. The past older than
+    retention is simulated as a block of at most `block` orders, then copied."""
     started = time.perf_counter()
     # The rows are consistent by construction (the audit checks it): the per-row triggers
     # (the journal's balance check, foreign keys, the outbox's NOTIFY) are not run for them,
@@ -188,27 +201,35 @@ async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, progress: bool
         "application_name": "marketplace-history"})
     loop = asyncio.get_running_loop()
     cut = cutoffs(now or datetime.now(UTC))
+    lay = layout(plan, recent_from(cut), block=block)
     try:
         skus = await _catalog(conn)
         if not skus:
             raise SystemExit("the catalog has no SKUs: seed it first (`marketplace seed`)")
+        await history_clone.start(conn)
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start, initargs=(plan, skus, cut)) as maker:
+                                 initializer=_start, initargs=(plan, skus, cut, lay)) as maker:
             bar = Progress(plan.orders + 1, enabled=progress, label="history")
-            starts = list(range(0, plan.orders, chunk))
-            coming = [loop.run_in_executor(maker, _generate, first,
-                                           min(chunk, plan.orders - first))
-                      for first in starts[:ahead]]
+            written = 0
+
+            def advance(orders: int) -> None:
+                nonlocal written
+                written += orders
+                bar.advance(orders, f"{written:,} orders")
+
+            chunks = _chunks(lay, chunk)
+            coming = [loop.run_in_executor(maker, _generate, *c) for c in chunks[:ahead]]
             rows = 0
-            for n, first in enumerate(starts):
+            for n, (first, count) in enumerate(chunks):
+                if first == lay.block and lay.copies > 1:  # the block is written: copy it
+                    rows += await _copy_block(conn, lay, advance)
                 out = await coming.pop(0)
-                if n + ahead < len(starts):
-                    nxt = starts[n + ahead]
-                    coming.append(loop.run_in_executor(maker, _generate, nxt,
-                                                       min(chunk, plan.orders - nxt)))
+                if n + ahead < len(chunks):
+                    coming.append(loop.run_in_executor(maker, _generate, *chunks[n + ahead]))
                 rows += await _write_chunk(conn, out)
-                done = min(first + chunk, plan.orders)
-                bar.advance(done - first, f"{done:,} orders")
+                advance(count)
+            if lay.recent == 0 and lay.copies > 1:
+                rows += await _copy_block(conn, lay, advance)
             members = await loop.run_in_executor(
                 maker, _member_rows, await history_members.password_hash(), plan.seed,
                 plan.until)
@@ -222,7 +243,15 @@ async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, progress: bool
             await conn.execute(f"ANALYZE {table}")
     finally:
         await conn.close()
-    return Loaded(plan.orders, plan.members, rows, time.perf_counter() - started)
+    return Loaded(plan.orders, plan.members, rows, time.perf_counter() - started, lay.copies)
+
+
+async def _copy_block(conn: asyncpg.Connection, lay: Layout,
+                      advance: Callable[[int], None]) -> int:
+    """The block's copies (history_clone), a few per transaction."""
+    return await history_clone.copy(
+        conn, COLUMNS, copies=lay.copies, per_transaction=COPIES_PER_TRANSACTION,
+        done=lambda copies: advance(copies * lay.block))
 
 
 def admin_dsn() -> str:
@@ -252,6 +281,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=datetime.fromisoformat, default=None,
                    help="the newest order's time, ISO 8601 (default: an hour ago)")
     p.add_argument("--chunk", type=int, default=CHUNK, help="orders per transaction")
+    p.add_argument("--block", type=int, default=BLOCK,
+                   help="orders simulated one by one for the past older than retention; "
+                   "the rest of that past is copies of them, each with its own members "
+                   f"(default {BLOCK:,})")
     p.add_argument("--dsn", help="admin (superuser) Postgres URL of the stack's database "
                    "(default: the local stack's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -273,11 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --orders must be >= 0 and --members >= 1", file=sys.stderr)
         return 2
     plan = plan_of(args)
-    done = asyncio.run(load(args.dsn or admin_dsn(), plan, chunk=args.chunk,
+    done = asyncio.run(load(args.dsn or admin_dsn(), plan, chunk=args.chunk, block=args.block,
                             progress=not args.no_progress))
     print(f"history: {done.orders:,} orders of {done.members:,} members from "
           f"{plan.start:%Y-%m-%d %H:%M} to {plan.until:%Y-%m-%d %H:%M} UTC, {done.rows:,} rows "
-          f"in {done.seconds:.1f} s ({done.orders / max(done.seconds, 1e-9):,.0f} orders/s)")
+          f"in {done.seconds:.1f} s ({done.orders / max(done.seconds, 1e-9):,.0f} orders/s; "
+          f"the past before retention as {done.copies} copies of a block)")
     return 0
 
 

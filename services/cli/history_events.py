@@ -46,6 +46,17 @@ class Cutoffs:
     gmv_seconds: datetime
 
 
+def recent_from(cut: Cutoffs) -> datetime:
+    """Orders placed before this leave no retained row (a day's margin covers refunds, made
+    up to 10 hours after the order, and the relay's and consumers' delays)."""
+    return min(cut.outbox, cut.inbox, cut.order_keys - KEY_TTL, cut.payment_keys,
+               cut.gmv_seconds) - timedelta(days=1)
+
+
+# The tables whose rows live only as long as their retention.
+RETAINED = (".outbox", ".inbox", ".idempotency_keys")
+
+
 def add_recent(out: Chunk, cut: Cutoffs) -> None:
     """Every retained row of the chunk's orders; per-second GMV older than kept is dropped."""
     oldest = min(cut.outbox, cut.inbox, cut.order_keys, cut.payment_keys)

@@ -5,10 +5,18 @@ end time included) gives the same rows.
 
 Orders are made in time order, a chunk at a time; members keep their state (spend, points,
 tier) from chunk to chunk, and their own rows are written once, at the end.
+
+A long history is made in two parts (`Layout`). The past older than every retention is a
+block of orders its members place, which the loader copies set-wise in SQL
+(history_clone), each copy with members of its own; that is what makes ten million orders
+a matter of minutes. The recent past, where outbox, inbox and stored answers live, is
+simulated order by order for all members, each copy's members going on from the state the
+block left them in.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections import Counter
@@ -18,6 +26,7 @@ from datetime import datetime, timedelta
 from services.analytics.domain import orders as facts
 from services.analytics.domain.payments import status_rank
 from services.analytics.writes import LineSale, Writes
+from services.cli.history_clone import clone_id
 from services.membership.domain.points import points_earned
 from services.membership.domain.refunds import points_to_reverse
 from services.membership.domain.tiers import tier_for_spend
@@ -64,6 +73,35 @@ class Plan:
     until: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How a plan's orders are made: `block` orders before `old_until`, placed by
+    `block_members` members and written `copies` times (the block and its copies, each with
+    its own members), then `recent` orders up to the plan's end, simulated one by one."""
+
+    copies: int
+    block: int
+    block_members: int
+    old_until: datetime
+    recent: int
+
+    @property
+    def simulated(self) -> int:
+        return self.block + self.recent
+
+
+def layout(plan: Plan, recent_from: datetime, *, block: int) -> Layout:
+    """Orders spread evenly over the plan's time; those older than `recent_from` (where no
+    retained row lives) made as copies of a block of at most `block` orders."""
+    old_until = min(max(recent_from, plan.start), plan.until)
+    span = (plan.until - plan.start).total_seconds()
+    old = round(plan.orders * (old_until - plan.start).total_seconds() / span) if span else 0
+    copies = max(1, min(math.ceil(old / max(block, 1)), plan.members))
+    size = old // copies
+    return Layout(copies=copies, block=size, block_members=plan.members // copies,
+                  old_until=old_until, recent=plan.orders - size * copies)
+
+
 def new_uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
@@ -71,14 +109,34 @@ def new_uuid(rng: random.Random) -> uuid.UUID:
 class Members:
     """Each member's running state; their rows come out at the end (`rows`)."""
 
-    def __init__(self, plan: Plan, rng: random.Random) -> None:
-        n = plan.members
-        self.ids = [new_uuid(rng) for _ in range(n)]
-        self.registered = [plan.start - timedelta(days=rng.uniform(1, 400)) for _ in range(n)]
-        self.birth_years = [rng.randrange(1955, 2005) for _ in range(n)]
-        self.spend = [0] * n  # confirmed, net of refunds: the tier follows it
-        self.balance = [0] * n
-        self.tier_changed: list[datetime | None] = [None] * n
+    def __init__(self, n: int, start: datetime, rng: random.Random) -> None:
+        self.start, self.rng = start, rng
+        self.ids: list[uuid.UUID] = []
+        self.registered: list[datetime] = []
+        self.birth_years: list[int] = []
+        self.spend: list[int] = []  # confirmed, net of refunds: the tier follows it
+        self.balance: list[int] = []
+        self.tier_changed: list[datetime | None] = []
+        self.join(n)
+
+    def join(self, n: int) -> None:
+        """`n` new members, with no orders yet."""
+        rng = self.rng
+        self.ids += [new_uuid(rng) for _ in range(n)]
+        self.registered += [self.start - timedelta(days=rng.uniform(1, 400)) for _ in range(n)]
+        self.birth_years += [rng.randrange(1955, 2005) for _ in range(n)]
+        self.spend += [0] * n
+        self.balance += [0] * n
+        self.tier_changed += [None] * n
+
+    def copy(self, copies: int) -> None:
+        """The members so far `copies` times over: copy c of member m has the id
+        clone_id(m, c) and m's state, as the block's copies (history_clone) give it."""
+        ids = list(self.ids)
+        self.ids += [clone_id(m, c) for c in range(1, copies) for m in ids]
+        for name in ("registered", "birth_years", "spend", "balance", "tier_changed"):
+            values = getattr(self, name)
+            values *= copies
 
     def tier(self, m: int) -> str:
         return tier_for_spend(self.spend[m]).value
@@ -98,9 +156,23 @@ class Chunk:
     sold: Counter[uuid.UUID] = field(default_factory=Counter)
     writes: Writes = field(default_factory=Writes)
     orders: list[Placed] = field(default_factory=list)  # for the events of recent orders
+    copies: int = 1  # the block's chunks: their rows are copied this many times in all
 
     def add(self, table: str, row: tuple[object, ...]) -> None:
         self.rows.setdefault(table, []).append(row)
+
+    def counted(self, copies: int) -> None:
+        """Sums (units sold, analytics' buckets) for the chunk and its copies: the rows are
+        copied by SQL, what they add to is added here."""
+        self.copies = copies
+        for sku in self.sold:
+            self.sold[sku] *= copies
+        for buckets in (self.writes.minutes, self.writes.seconds):
+            for row in buckets.values():
+                row[:] = [x * copies for x in row]
+        for sale in self.writes.sales.values():
+            sale.units *= copies
+            sale.gmv *= copies
 
 
 @dataclass(slots=True)
@@ -128,29 +200,48 @@ class Placed:
 
 
 class Simulation:
-    """Orders 0 .. plan.orders - 1 in time order, a chunk at a time (`chunk(first, count)`)."""
+    """The layout's simulated orders, 0 .. block + recent - 1, in time order, a chunk at a
+    time (`chunk(first, count)`, a chunk never spanning the block's end)."""
 
-    def __init__(self, plan: Plan, skus: list[Sku]) -> None:
+    def __init__(self, plan: Plan, skus: list[Sku], lay: Layout) -> None:
         if not skus:
             raise ValueError("the catalog has no SKUs: seed it first (`marketplace seed`)")
-        self.plan, self.skus = plan, skus
+        self.plan, self.skus, self.lay = plan, skus, lay
         self.rng = random.Random(plan.seed)
-        self.members = Members(plan, self.rng)
-        self.span = (plan.until - plan.start) / max(plan.orders, 1)
-        heavy = plan.members > 1 and plan.orders >= 2 * HEAVY_MEMBER_ORDERS
-        self.heavy_every = plan.orders // HEAVY_MEMBER_ORDERS if heavy else 0
+        self.members = Members(lay.block_members, plan.start, self.rng)
+        self.old_span = (lay.old_until - plan.start) / max(lay.block, 1)
+        self.recent_span = (plan.until - lay.old_until) / max(lay.recent, 1)
+        heavy = lay.block_members > 1 and lay.block >= 2 * HEAVY_MEMBER_ORDERS
+        self.heavy_every = lay.block // HEAVY_MEMBER_ORDERS if heavy else 0
+        self.copied = False
+
+    def all_members(self) -> Members:
+        """Once the block is done: its members with their copies', and the plan's others."""
+        if not self.copied:
+            self.copied = True
+            self.members.copy(self.lay.copies)
+            self.members.join(self.plan.members - len(self.members.ids))
+        return self.members
 
     def member_of(self, i: int) -> int:
+        """Member 0 places HEAVY_MEMBER_ORDERS of the block's orders and no other."""
         if self.heavy_every and i % self.heavy_every == 0 and i // self.heavy_every < (
                 HEAVY_MEMBER_ORDERS):
             return 0
-        return self.rng.randrange(1 if self.heavy_every else 0, self.plan.members)
+        return self.rng.randrange(1 if self.heavy_every else 0, len(self.members.ids))
 
     def chunk(self, first: int, count: int) -> Chunk:
-        out = Chunk()
+        lay, out = self.lay, Chunk()
+        if first >= lay.block:
+            self.all_members()
         for i in range(first, first + count):
-            at = self.plan.start + self.span * (i + self.rng.random())
+            if i < lay.block:
+                at = self.plan.start + self.old_span * (i + self.rng.random())
+            else:
+                at = lay.old_until + self.recent_span * (i - lay.block + self.rng.random())
             self._order(out, self.member_of(i), at)
+        if first < lay.block:
+            out.counted(lay.copies)
         return out
 
     def _lines(self) -> tuple[Line, ...]:

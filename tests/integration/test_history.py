@@ -1,6 +1,7 @@
-"""`marketplace history` on a real Postgres: a history made by the generator is one the audit
-finds clean, `audit --since` checks what changed in its window and nothing before it, and
-the purges remove from it exactly what retention says."""
+"""`marketplace history` on a real Postgres: a history made by the generator (its past before
+retention copied from a block, as for ten million orders) is one the audit finds clean,
+`audit --since` checks what changed in its window and nothing before it, and the purges
+remove from it exactly what retention says."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from services.cli.audit import Check, run_audit
 from services.cli.dbsetup import SERVICES
 from services.cli.history import load
 from services.cli.history_model import Plan
+from services.payments import processor
+from services.payments.commands import AuthorizePayment
 from services.common import purge as lifecycle
 from services.common.migrations import migrate_service
 from services.common.settings import ServiceSettings
@@ -30,6 +33,7 @@ from tests.infra import FreshDb, create_fresh_db, drop_db
 ORDERS = 20_000
 MEMBERS = 1_000
 DAYS = 30
+BLOCK = 4_000  # the 21 days before retention: about 14,000 orders, 4 copies of 3,500
 DISCOUNTS = "each order's discount is the one of the tier recorded on it"
 
 
@@ -40,7 +44,8 @@ def now() -> datetime:
 
 @pytest.fixture(scope="module")
 async def history(pg_admin_dsn: str, now: datetime) -> AsyncIterator[FreshDb]:
-    """A migrated, seeded database with 20,000 orders over the 30 days up to an hour ago."""
+    """A migrated, seeded database with 20,000 orders over the 30 days up to an hour ago, the
+    days older than retention made as copies of a block."""
     db = await create_fresh_db(pg_admin_dsn, "history")
     for service in SERVICES:
         await migrate_service(db.dsn(service), service)
@@ -48,7 +53,8 @@ async def history(pg_admin_dsn: str, now: datetime) -> AsyncIterator[FreshDb]:
     until = now - timedelta(hours=1)
     plan = Plan(orders=ORDERS, members=MEMBERS, seed=7, start=until - timedelta(days=DAYS),
                 until=until)
-    await load(db.admin_dsn, plan, progress=False, now=now)
+    done = await load(db.admin_dsn, plan, block=BLOCK, progress=False, now=now)
+    assert done.copies == 4
     yield db
     await drop_db(pg_admin_dsn, db.name)
 
@@ -73,6 +79,25 @@ async def test_the_audit_is_clean_over_the_generated_history(history: FreshDb) -
     assert (counts["orders"], counts["payments"], counts["members"]) == (ORDERS, ORDERS,
                                                                          MEMBERS)
     assert counts["refunded"] > 0 and counts["redeeming"] > 0 and counts["events"] > 0
+
+
+async def test_each_payment_holds_what_payments_derives_from_its_order(
+        history: FreshDb) -> None:
+    """The copies' payments too: a replayed sale finds its fingerprint, and the processor's
+    reference is the one it would give the copy's order."""
+    rows = await history.sql(
+        "SELECT p.order_id, p.member_id, p.merchant_id, p.amount, p.currency, p.processor_ref,"
+        " p.request_hash, o.payment_token FROM payments.payments p"
+        " JOIN orders.orders o ON o.id = p.order_id")
+    assert len(rows) == ORDERS
+    wrong = [r["order_id"] for r in rows if r["request_hash"] != AuthorizePayment(
+        key=f"auth:{r['order_id']}", order_id=r["order_id"], member_id=r["member_id"],
+        merchant_id=r["merchant_id"], amount=r["amount"], currency=r["currency"],
+        token=r["payment_token"], capture_key=f"capture:{r['order_id']}").fingerprint()
+        or r["processor_ref"] not in (None, processor._reference(
+            "auth", f"authorize:{r['order_id']}"))]
+    assert wrong == []
+    assert sum(r["processor_ref"] is not None for r in rows) > 0.9 * ORDERS
 
 
 async def _order_updated(db: FreshDb, *, after: datetime | None = None,

@@ -14,15 +14,28 @@ import nats.js.errors
 T = TypeVar("T")
 
 
+PERMISSIONS_VIOLATION = "permissions violation"
+
+
 async def publish_once(
-    nc: nats.NATS, subject: str, *, timeout_s: float
+    nc: nats.NATS, subject: str, *, timeout_s: float, errors: list[str] | None = None
 ) -> tuple[str, bool]:
     """Publish one JetStream message on `nc`, then close it: its Nats-Msg-Id, and whether
-    it was acknowledged (a publish the server denies is never acknowledged)."""
+    it was acknowledged (a publish the server denies is never acknowledged).
+
+    `errors`, filled by `nc`'s error callback: once the server has refused the publish
+    (a permissions violation) the message is gone, so the wait for its ack ends there
+    rather than at `timeout_s`."""
     msg_id = str(uuid.uuid4())
+    publish = asyncio.ensure_future(nc.jetstream(timeout=timeout_s).publish(
+        subject, b"x", headers={"Nats-Msg-Id": msg_id}))
     try:
-        await nc.jetstream(timeout=timeout_s).publish(subject, b"x",
-                                                      headers={"Nats-Msg-Id": msg_id})
+        while not publish.done():
+            if errors is not None and any(PERMISSIONS_VIOLATION in e.lower() for e in errors):
+                publish.cancel()
+                return msg_id, False
+            await asyncio.wait({publish}, timeout=0.05)
+        await publish
         acked = True
     except (nats.errors.TimeoutError, nats.js.errors.Error, TimeoutError):
         acked = False

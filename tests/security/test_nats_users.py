@@ -44,7 +44,8 @@ async def stream_has(stack: ServiceStack, stream: str, msg_id: str) -> bool:
 
 async def publish(stack: ServiceStack, user: str, subject: str) -> tuple[str, list[str], bool]:
     errors: list[str] = []
-    msg_id, acked = await publish_once(await connect(stack, user, errors), subject, timeout_s=2)
+    msg_id, acked = await publish_once(await connect(stack, user, errors), subject, timeout_s=2,
+                                       errors=errors)
     return msg_id, errors, acked
 
 

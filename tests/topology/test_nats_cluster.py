@@ -28,13 +28,12 @@ from services.common.bus import Bus
 from services.common.events import STREAMS
 from services.common.settings import ServiceSettings
 from tests.faults.nats_cluster import remove_cluster, start_cluster
-from tests.helpers import eventually, publish_once
+from tests.helpers import PERMISSIONS_VIOLATION, eventually, publish_once
 from tests.infra import free_port
 
 pytestmark = pytest.mark.topology
 
 PASSWORDS = {user: f"topology-{user}-password" for user in USERS}
-PERMISSIONS_VIOLATION = "permissions violation"
 PROD_REPLICAS = 3  # <NAME>_NATS_STREAM_REPLICAS in deploy/k8s/overlays/prod
 
 
@@ -71,7 +70,7 @@ async def publish(servers: str, user: str, subject: str) -> tuple[str, list[str]
     """Publish one message as `user`; its Nats-Msg-Id, the errors the server sent, acked?"""
     errors: list[str] = []
     msg_id, acked = await publish_once(await connect(servers, user, errors), subject,
-                                       timeout_s=3)
+                                       timeout_s=3, errors=errors)
     return msg_id, errors, acked
 
 

@@ -133,6 +133,32 @@ async def test_audit_since_finds_a_violation_in_its_window_and_ignores_one_befor
     assert len(whole[DISCOUNTS].violations) == 2
 
 
+STOCK = "stock is conserved (initial = on hand + held + sold), never oversold"
+
+
+async def test_audit_since_finds_units_held_for_no_pending_order(
+    history: FreshDb, now: datetime,
+) -> None:
+    """A SKU holding a unit no PENDING order holds: found by both modes, the window's from
+    the SKU's own counters and the PENDING orders only (not its history of order lines)."""
+    [sku] = await history.sql("SELECT id FROM orders.skus ORDER BY sold DESC LIMIT 1")
+    admin = await asyncpg.connect(history.admin_dsn)
+    try:
+        await admin.execute("UPDATE orders.skus SET held = held + 1, stock = stock - 1, "
+                            "updated_at = now() WHERE id = $1", sku["id"])
+        windowed = {c.name: c for c in await run_audit(
+            history.auditor_dsn, settle_s=0, since=datetime.now(UTC) - timedelta(minutes=5))}
+        whole = {c.name: c for c in await run_audit(history.auditor_dsn, settle_s=0)}
+    finally:
+        await admin.execute("UPDATE orders.skus SET held = held - 1, stock = stock + 1 "
+                            "WHERE id = $1", sku["id"])
+        await admin.close()
+    for found in (windowed, whole):
+        assert [n for n, c in found.items() if not c.ok] == [STOCK]
+        assert found[STOCK].violations == [f"sku {sku['id']}: held 1 but its orders say "
+                                           "0 pending"]
+
+
 def _settings(**retention: float) -> ServiceSettings:
     return ServiceSettings.model_construct().model_copy(update=retention)
 

@@ -20,13 +20,13 @@ from services.cli.audit import Check, run_audit
 from services.cli.dbsetup import SERVICES
 from services.cli.history import load
 from services.cli.history_model import Plan
-from services.payments import processor
-from services.payments.commands import AuthorizePayment
 from services.common import purge as lifecycle
 from services.common.migrations import migrate_service
 from services.common.settings import ServiceSettings
 from services.orders.store import idempotency
+from services.payments import processor
 from services.payments import store as payments_store
+from services.payments.commands import AuthorizePayment
 from services.payments.settings import PaymentsSettings
 from tests.infra import FreshDb, create_fresh_db, drop_db
 

@@ -106,20 +106,24 @@ async def _run(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
     print("history: the member with 1,000 orders", flush=True)
     await _load(target, HEAVY_MEMBER_ORDERS, seed=HEAVY_SEED, days=args.days,
                 members=1)
-    token = await growth_probes.sign_in(target.url("membership"),
-                                        history_members.email(HEAVY_SEED, 0),
-                                        history_members.PASSWORD)
     cat = await pools.catalog(target.url("orders"))
-    shoppers = await pools.sign_in(target.url("membership"), args.members, prefix="growth")
     records, loaded = [], 0
     async with generator.session() as client:
-        send = runs.checkout_sender(client, target.url("orders"), shoppers, cat)
-        await generator.run_step(send, rate=float(args.rates.split(",")[0]), duration_s=5.0)
         for n, orders in enumerate(steps):
             print(f"\n{orders:,} orders in history", flush=True)
             load_s = await _load(target, orders - loaded, seed=HEAVY_SEED + 1 + n,
                                  days=args.days)
             loaded = orders
+            # Signed in afresh at each step: a step outlasts an access token.
+            token = await growth_probes.sign_in(target.url("membership"),
+                                                history_members.email(HEAVY_SEED, 0),
+                                                history_members.PASSWORD)
+            shoppers = await pools.sign_in(target.url("membership"), args.members,
+                                           prefix="growth")
+            send = runs.checkout_sender(client, target.url("orders"), shoppers, cat)
+            if n == 0:  # the services' first requests, not measured
+                await generator.run_step(send, rate=float(args.rates.split(",")[0]),
+                                         duration_s=5.0)
             figures = await _measure(target, send, token, args)
             records.append({"orders_in_history": orders, **figures, "load_s": load_s})
             print(output.records_table(records[-1:]), flush=True)

@@ -35,6 +35,11 @@ DEFAULT_SEED = 20151111
 CHUNK = 20_000
 BLOCK = 50_000  # at most this many orders simulated for the past older than retention
 COPIES_PER_TRANSACTION = 4
+COPY_CONNECTIONS = 2  # the block's copies are written on this many connections at once
+# What the loader's connections skip: the per-row triggers (foreign keys, the journal's balance
+# check, the outbox's NOTIFY), as pg_restore does, and the wait for each commit's flush.
+LOADER_SETTINGS = {"session_replication_role": "replica", "synchronous_commit": "off",
+                   "application_name": "marketplace-history"}
 # The columns each generated row fills, in its order (history_model, history_events).
 COLUMNS: dict[str, tuple[str, ...]] = {
     "orders.orders": (
@@ -188,17 +193,15 @@ def _chunks(lay: Layout, chunk: int) -> list[tuple[int, int]]:
 
 
 async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, block: int = BLOCK,
-               progress: bool = True, now: datetime | None = None,
-               ahead: int = 2) -> Loaded:
+               progress: bool = True, now: datetime | None = None, ahead: int = 2,
+               copies_per_transaction: int = COPIES_PER_TRANSACTION) -> Loaded:
     """Generate and write `plan`'s history; returns what it wrote. The past older than
     retention is simulated as a block of at most `block` orders, then copied."""
     started = time.perf_counter()
-    # The rows are consistent by construction (the audit checks it): the per-row triggers
-    # (the journal's balance check, foreign keys, the outbox's NOTIFY) are not run for them,
-    # as pg_restore does not; that is what makes ten million orders a matter of minutes.
-    conn = await asyncpg.connect(admin_dsn, server_settings={
-        "session_replication_role": "replica", "synchronous_commit": "off",
-        "application_name": "marketplace-history"})
+    # The rows are consistent by construction (the audit checks it), so the per-row triggers
+    # are not run for them (LOADER_SETTINGS).
+    conn = await asyncpg.connect(admin_dsn, server_settings=LOADER_SETTINGS)
+    scratch = False
     loop = asyncio.get_running_loop()
     cut = cutoffs(now or datetime.now(UTC))
     lay = layout(plan, recent_from(cut), block=block)
@@ -207,6 +210,7 @@ async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, block: int = B
         if not skus:
             raise SystemExit("the catalog has no SKUs: seed it first (`marketplace seed`)")
         await history_clone.start(conn)
+        scratch = True
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_start, initargs=(plan, skus, cut, lay)) as maker:
             bar = Progress(plan.orders + 1, enabled=progress, label="history")
@@ -222,14 +226,16 @@ async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, block: int = B
             rows = 0
             for n, (first, count) in enumerate(chunks):
                 if first == lay.block and lay.copies > 1:  # the block is written: copy it
-                    rows += await _copy_block(conn, lay, advance)
+                    rows += await _copy_block(conn, admin_dsn, lay, copies_per_transaction,
+                                              advance)
                 out = await coming.pop(0)
                 if n + ahead < len(chunks):
                     coming.append(loop.run_in_executor(maker, _generate, *chunks[n + ahead]))
                 rows += await _write_chunk(conn, out)
                 advance(count)
             if lay.recent == 0 and lay.copies > 1:
-                rows += await _copy_block(conn, lay, advance)
+                rows += await _copy_block(conn, admin_dsn, lay, copies_per_transaction,
+                                          advance)
             members = await loop.run_in_executor(
                 maker, _member_rows, await history_members.password_hash(), plan.seed,
                 plan.until)
@@ -242,16 +248,20 @@ async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, block: int = B
                                              "analytics.gmv_second", "analytics.product_sales"}:
             await conn.execute(f"ANALYZE {table}")
     finally:
+        if scratch:
+            await history_clone.finish(conn)
         await conn.close()
     return Loaded(plan.orders, plan.members, rows, time.perf_counter() - started, lay.copies)
 
 
-async def _copy_block(conn: asyncpg.Connection, lay: Layout,
-                      advance: Callable[[int], None]) -> int:
-    """The block's copies (history_clone), a few per transaction."""
+async def _copy_block(conn: asyncpg.Connection, admin_dsn: str, lay: Layout,
+                      per_transaction: int, advance: Callable[[int], None]) -> int:
+    """The block's copies (history_clone), a few per transaction, on connections of their
+    own."""
     return await history_clone.copy(
-        conn, COLUMNS, copies=lay.copies, per_transaction=COPIES_PER_TRANSACTION,
-        done=lambda copies: advance(copies * lay.block))
+        conn, COLUMNS, copies=lay.copies, per_transaction=per_transaction,
+        connect=lambda: asyncpg.connect(admin_dsn, server_settings=LOADER_SETTINGS),
+        workers=COPY_CONNECTIONS, done=lambda copies: advance(copies * lay.block))
 
 
 def admin_dsn() -> str:

@@ -13,13 +13,17 @@ stored answers, whose bodies carry the ids.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-BLOCK_TABLE = "history_block"  # a temporary table of the block's order ids
+# The loader's working tables, seen by each of its connections: the block's order ids, its
+# payments and its journal entries (numbered from 0). Made by `start`, dropped by `finish`.
+SCRATCH = "history_load"
+BLOCK_TABLE = f"{SCRATCH}.block"
 
 
 def clone_id(of: uuid.UUID, copy: int) -> uuid.UUID:
@@ -47,8 +51,8 @@ _ENTRY = "$3::bigint + (c - $1) * $4::bigint + k.n"  # the copy's number for ent
 
 # Per table: what picks the block's rows (joined as k), the order they are written in, and
 # each changed column's value (the others are copied as they are).
-_PAYMENTS = "payments_of_block"
-_ENTRIES = "entries_of_block"
+_PAYMENTS = f"{SCRATCH}.payments"
+_ENTRIES = f"{SCRATCH}.entries"
 _TABLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "orders.orders": (f"JOIN {BLOCK_TABLE} k ON k.id = t.id", "t.created_at, t.id", {
         "id": _id("t.id"), "member_id": _id("t.member_id"),
@@ -93,45 +97,67 @@ def statement(table: str, columns: tuple[str, ...]) -> str:
 
 
 async def start(conn: asyncpg.Connection) -> None:
-    """The block's order ids are collected here as its chunks are written (`add`)."""
-    await conn.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {BLOCK_TABLE} "
-                       "(id uuid PRIMARY KEY) ON COMMIT PRESERVE ROWS")
-    await conn.execute(f"TRUNCATE {BLOCK_TABLE}")
+    """One loader at a time per database (an advisory lock, held by `conn` until it closes);
+    the block's order ids are collected as its chunks are written (`add`)."""
+    if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", SCRATCH):
+        raise SystemExit("another `marketplace history` is loading into this database: "
+                         "wait for it to finish")
+    await finish(conn)  # a crashed run's
+    await conn.execute(f"CREATE SCHEMA {SCRATCH}")
+    await conn.execute(f"CREATE UNLOGGED TABLE {BLOCK_TABLE} (id uuid PRIMARY KEY)")
+
+
+async def finish(conn: asyncpg.Connection) -> None:
+    await conn.execute(f"DROP SCHEMA IF EXISTS {SCRATCH} CASCADE")
 
 
 async def add(conn: asyncpg.Connection, order_ids: list[object]) -> None:
-    await conn.copy_records_to_table(BLOCK_TABLE, records=[(i,) for i in order_ids])
+    schema, table = BLOCK_TABLE.split(".")
+    await conn.copy_records_to_table(table, schema_name=schema,
+                                     records=[(i,) for i in order_ids])
 
 
 async def copy(conn: asyncpg.Connection, columns: dict[str, tuple[str, ...]], *, copies: int,
-               per_transaction: int, done: Callable[[int], None]) -> int:
-    """Copies 1 .. copies - 1 of the block, `per_transaction` copies per transaction, calling
-    `done(n)` after each transaction with the copies it wrote. Returns the rows written."""
-    await conn.execute(f"ANALYZE {BLOCK_TABLE}")
-    rows = 0
+               per_transaction: int, connect: Callable[[], Awaitable[asyncpg.Connection]],
+               workers: int, done: Callable[[int], None]) -> int:
+    """Copies 1 .. copies - 1 of the block, `per_transaction` copies per transaction, on
+    `workers` connections of their own at once (each copy's rows are its own: they never
+    wait for each other), calling `done(n)` after each transaction with the copies it
+    wrote. Returns the rows written."""
     async with conn.transaction():
-        await conn.execute(f"CREATE TEMPORARY TABLE {_PAYMENTS} AS SELECT p.id "
+        await conn.execute(f"ANALYZE {BLOCK_TABLE}")
+        await conn.execute(f"CREATE UNLOGGED TABLE {_PAYMENTS} AS SELECT p.id "
                            f"FROM payments.payments p JOIN {BLOCK_TABLE} k ON k.id = p.order_id")
-        await conn.execute(f"CREATE TEMPORARY TABLE {_ENTRIES} AS SELECT e.id, "
+        await conn.execute(f"CREATE UNLOGGED TABLE {_ENTRIES} AS SELECT e.id, "
                            "row_number() OVER (ORDER BY e.id) - 1 AS n "
                            f"FROM payments.journal_entries e JOIN {_PAYMENTS} k "
                            "ON k.id = e.payment_id")
         await conn.execute(f"ANALYZE {_PAYMENTS}")
         await conn.execute(f"ANALYZE {_ENTRIES}")
-    entries = await conn.fetchval(f"SELECT count(*) FROM {_ENTRIES}")
-    try:
-        for first in range(1, copies, per_transaction):
-            last = min(first + per_transaction, copies) - 1
-            async with conn.transaction():
-                base = await entry_numbers(conn, entries * (last - first + 1))
-                for table in _TABLES:
-                    sql = statement(table, columns[table])
-                    numbered = (base, entries) if "$3" in sql else ()
-                    status = await conn.execute(sql, first, last, *numbered)
-                    rows += int(status.split()[-1])
-            done(last - first + 1)
-    finally:
-        await conn.execute(f"DROP TABLE IF EXISTS {_PAYMENTS}, {_ENTRIES}")
+        entries = await conn.fetchval(f"SELECT count(*) FROM {_ENTRIES}")
+        base = await entry_numbers(conn, entries * (copies - 1))  # every copy's, at once
+    ranges = [(first, min(first + per_transaction, copies) - 1)
+              for first in range(1, copies, per_transaction)]
+    rows = 0
+
+    async def work() -> None:
+        nonlocal rows
+        own = await connect()
+        try:
+            while ranges:
+                first, last = ranges.pop(0)
+                async with own.transaction():
+                    for table in _TABLES:
+                        sql = statement(table, columns[table])
+                        numbered = ((base + (first - 1) * entries, entries) if "$3" in sql
+                                    else ())
+                        status = await own.execute(sql, first, last, *numbered)
+                        rows += int(status.split()[-1])
+                done(last - first + 1)
+        finally:
+            await own.close()
+
+    await asyncio.gather(*(work() for _ in range(max(1, min(workers, len(ranges))))))
     return rows
 
 

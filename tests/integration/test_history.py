@@ -53,7 +53,8 @@ async def history(pg_admin_dsn: str, now: datetime) -> AsyncIterator[FreshDb]:
     until = now - timedelta(hours=1)
     plan = Plan(orders=ORDERS, members=MEMBERS, seed=7, start=until - timedelta(days=DAYS),
                 until=until)
-    done = await load(db.admin_dsn, plan, block=BLOCK, progress=False, now=now)
+    done = await load(db.admin_dsn, plan, block=BLOCK, progress=False, now=now,
+                      copies_per_transaction=1)  # three transactions on two connections
     assert done.copies == 4
     yield db
     await drop_db(pg_admin_dsn, db.name)
@@ -79,6 +80,8 @@ async def test_the_audit_is_clean_over_the_generated_history(history: FreshDb) -
     assert (counts["orders"], counts["payments"], counts["members"]) == (ORDERS, ORDERS,
                                                                          MEMBERS)
     assert counts["refunded"] > 0 and counts["redeeming"] > 0 and counts["events"] > 0
+    # The loader's working tables are gone with it.
+    assert await history.sql("SELECT 1 FROM pg_namespace WHERE nspname = 'history_load'") == []
 
 
 async def test_each_payment_holds_what_payments_derives_from_its_order(

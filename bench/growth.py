@@ -92,10 +92,14 @@ async def _measure(target: Target, send: generator.Send, token: str,
                                                             keep=timedelta(hours=1))
     figures["purge_us_per_row"], figures["purged_rows"] = per_row, deleted
     auditor = dsns["auditor"]
+    # The window holds the run's own checkouts, more at each step: its size goes beside it.
+    window = await growth_probes.window_orders(auditor, timedelta(hours=1))
     since_s, _, since_clean = await asyncio.to_thread(growth_probes.audit, auditor,
                                                       "--since", "1h")
     full_s, full_mib, full_clean = await asyncio.to_thread(growth_probes.audit, auditor)
-    figures |= {"audit_since_1h_s": since_s, "audit_full_s": full_s,
+    figures |= {"audit_since_1h_s": since_s, "audit_since_1h_orders": window,
+                "audit_since_ms_per_order": 1000 * since_s / max(window, 1),
+                "audit_full_s": full_s,
                 "audit_full_peak_mib": full_mib, "audits_clean": since_clean and full_clean,
                 "database_mib": await growth_probes.database_mib(target.admin_dsn)}
     return figures

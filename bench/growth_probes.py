@@ -97,6 +97,17 @@ async def recovery_scan_ms(orders_dsn: str) -> float:
         max_backoff_s=_ORDERS["recovery_backoff_max_s"].default), rollback=True)
 
 
+async def window_orders(auditor_dsn: str, since: timedelta) -> int:
+    """The orders `audit --since` finds changed in its window (audit_window's definition)."""
+    conn = await asyncpg.connect(auditor_dsn)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM orders.orders WHERE updated_at >= now() - $1::interval",
+            since))
+    finally:
+        await conn.close()
+
+
 async def purge_us_per_row(dsn: str, *, keep: timedelta, batch: int = 1000) -> tuple[float, int]:
     """Orders' outbox purged of rows published more than `keep` ago, batch by batch as the
     service does: (µs per deleted row, rows deleted)."""

@@ -152,11 +152,15 @@ class Consumer:
                     sub = await self.bus.js.pull_subscribe(
                         "", durable=self.name, stream=self.stream, config=self.config()
                     )
-                try:
-                    msgs = await sub.fetch(self.batch_size, timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                await self.apply(msgs)
+                # The connection before the fetch: every delivery counts toward max_deliver,
+                # so while Postgres is down the loop must fetch nothing, rather than batches
+                # it cannot apply and that JetStream would soon stop redelivering for good.
+                async with self.pool.acquire() as conn:
+                    try:
+                        msgs = await sub.fetch(self.batch_size, timeout=1.0)
+                    except (TimeoutError, nats.errors.TimeoutError):
+                        continue
+                    await self.apply_on(conn, msgs)
                 backoff = 0.2
                 if self.linger_s and len(msgs) < self.batch_size:
                     await asyncio.sleep(self.linger_s)
@@ -180,15 +184,19 @@ class Consumer:
                         extra={"error": str(exc)})
 
     async def apply(self, msgs: list[Msg]) -> None:
-        """Apply one batch in one transaction, then ack each message (nak the retries)."""
+        """`apply_on` a connection from the pool."""
         async with self.pool.acquire() as conn:
-            try:
-                events = [to_event(m) for m in msgs]
-                async with conn.transaction():
-                    done = await self.apply_batch(conn, events)
-            except Exception as exc:  # the transaction is rolled back: nothing of it stays
-                self._fell_back(exc)
-                done = await self.apply_each(conn, msgs)
+            await self.apply_on(conn, msgs)
+
+    async def apply_on(self, conn: asyncpg.Connection, msgs: list[Msg]) -> None:
+        """Apply one batch in one transaction, then ack each message (nak the retries)."""
+        try:
+            events = [to_event(m) for m in msgs]
+            async with conn.transaction():
+                done = await self.apply_batch(conn, events)
+        except Exception as exc:  # the transaction is rolled back: nothing of it stays
+            self._fell_back(exc)
+            done = await self.apply_each(conn, msgs)
         await self.settle(msgs, done)
 
     async def settle(self, msgs: list[Msg], done: Applied) -> None:

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 from marketplace.events.v1 import events_pb2
 
+from services.cli.dbsetup import with_database
 from services.common import db
 from services.common.bus import Bus
 from services.common.events import Event, envelope_headers
@@ -218,6 +219,48 @@ async def test_poison_event_goes_to_dead_letter_and_the_rest_keeps_flowing(order
     assert dead["deliveries"] == 3
     orders = {r["order_id"] for r in await orders_pool.fetch("SELECT order_id FROM effects")}
     assert orders == {"good-1", "good-2"}
+
+
+async def test_events_sent_while_postgres_refuses_the_consumer_apply_once_it_is_back(
+    orders_pool, bus, database, pg_admin_dsn
+):
+    # JetStream gives up on an event after max_deliver + 1 = 3 deliveries, 1 s apart: the
+    # outage outlasts that several times over, so the consumer's attempts while it lasts
+    # must not each spend a delivery.
+    consumer = Consumer(
+        pool=orders_pool, bus=bus, name="test-pg-outage", stream="ORDERS",
+        subjects=["orders.order.cancelled"], handler=_handler_recording(),
+        max_deliver=2, ack_wait_s=1.0,
+    )
+    admin = await asyncpg.connect(with_database(pg_admin_dsn, "postgres"))
+    try:
+        async with running(consumer.run()):
+            await publish_raw(bus, "before", uuid.uuid4())
+            await eventually(lambda: _count(orders_pool), until=lambda n: n == 1, what="before")
+            await _allow_connections(admin, database.name, False)
+            try:
+                for i in range(3):
+                    await publish_raw(bus, f"during-{i}", uuid.uuid4())
+                await asyncio.sleep(8)  # the outage, not a check
+            finally:
+                await _allow_connections(admin, database.name, True)
+            await eventually(lambda: _count(orders_pool), until=lambda n: n >= 4, timeout_s=30,
+                             what="the events sent during the outage applied")
+            await eventually(consumer.lag, until=lambda lag: lag == 0, what="all acked")
+    finally:
+        await admin.close()
+    rows = await orders_pool.fetch("SELECT order_id FROM effects ORDER BY order_id")
+    assert [r["order_id"] for r in rows] == ["before", "during-0", "during-1", "during-2"]
+    assert await orders_pool.fetchval("SELECT count(*) FROM dead_letter") == 0
+
+
+async def _allow_connections(admin: asyncpg.Connection, database: str, allow: bool) -> None:
+    """Let the database's roles connect again, or refuse them and end their sessions: a
+    Postgres outage for this test's database alone, the shared server staying up."""
+    await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allow).lower()}')
+    if not allow:
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
 
 
 async def test_a_batch_is_marked_published_by_the_statement_that_asks_for_the_next(

@@ -244,14 +244,28 @@ async def load(admin_dsn: str, plan: Plan, *, chunk: int = CHUNK, block: int = B
                 await _copy(conn, table, member_rows)
                 rows += len(member_rows)
         bar.advance(1, "members")
-        for table in {t for t in COLUMNS} | {"orders.skus", "analytics.gmv_minute",
-                                             "analytics.gmv_second", "analytics.product_sales"}:
-            await conn.execute(f"ANALYZE {table}")
+        await _settle_indexes(conn, sorted({t for t in COLUMNS} | {
+            "orders.skus", "analytics.gmv_minute", "analytics.gmv_second",
+            "analytics.product_sales"}))
     finally:
         if scratch:
             await history_clone.finish(conn)
         await conn.close()
     return Loaded(plan.orders, plan.members, rows, time.perf_counter() - started, lay.copies)
+
+
+async def _settle_indexes(conn: asyncpg.Connection, tables: list[str]) -> None:
+    """What a restore's `vacuumdb --analyze` would leave: the planner's statistics, and every
+    BRIN index's new block ranges summarized (autosummarize does it as ranges fill, but for
+    millions of rows at once it would lag behind, and a window read would scan them all)."""
+    brin = await conn.fetch(
+        "SELECT i.indexrelid::regclass::text AS name FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+        "WHERE a.amname = 'brin' AND i.indrelid = ANY($1::regclass[])", tables)
+    for index in brin:
+        await conn.execute("SELECT brin_summarize_new_values($1::regclass)", index["name"])
+    for table in tables:
+        await conn.execute(f"ANALYZE {table}")
 
 
 async def _copy_block(conn: asyncpg.Connection, admin_dsn: str, lay: Layout,

@@ -103,6 +103,27 @@ async def test_each_payment_holds_what_payments_derives_from_its_order(
     assert sum(r["processor_ref"] is not None for r in rows) > 0.9 * ORDERS
 
 
+async def test_the_window_reads_brin_indexes_are_summarized(history: FreshDb) -> None:
+    """`audit --since` finds the journal entries and points of its window through BRIN
+    indexes, which see only summarized block ranges: they summarize each range as it fills
+    (autosummarize), and the loader leaves none to summarize."""
+    indexes = await history.sql(
+        "SELECT n.nspname || '.' || c.relname AS name, c.reloptions FROM pg_class c "
+        "JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE a.amname = 'brin'")
+    assert {i["name"] for i in indexes} == {"payments.journal_entries_created_at",
+                                            "membership.points_ledger_created_at"}
+    admin = await asyncpg.connect(history.admin_dsn)  # the owner
+    try:
+        for index in indexes:
+            assert "autosummarize=on" in index["reloptions"]
+            left = await admin.fetchval("SELECT brin_summarize_new_values($1::regclass)",
+                                        index["name"])
+            assert left == 0, index["name"]
+    finally:
+        await admin.close()
+
+
 async def _order_updated(db: FreshDb, *, after: datetime | None = None,
                          before: datetime | None = None) -> uuid.UUID:
     [row] = await db.sql(

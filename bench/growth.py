@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="order list and order view requests/s")
     p.add_argument("--members", type=int, default=60, help="shoppers for the checkouts")
     p.add_argument("--days", type=float, default=365.0, help="how far back history reaches")
+    p.add_argument("--loaded", type=int, default=0,
+                   help="orders the running stack's history holds already (an earlier run's "
+                   "steps): `--loaded 10000000 --steps 10000000` measures it again as it is")
     p.add_argument("--port-base", type=int, default=8000)
     return p
 
@@ -105,23 +108,34 @@ async def _measure(target: Target, send: generator.Send, token: str,
     return figures
 
 
+async def _heavy_token(target: Target) -> str:
+    return await growth_probes.sign_in(target.url("membership"),
+                                       history_members.email(HEAVY_SEED, 0),
+                                       history_members.PASSWORD)
+
+
 async def _run(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
     steps = _steps(args.steps)
-    print("history: the member with 1,000 orders", flush=True)
-    await _load(target, HEAVY_MEMBER_ORDERS, seed=HEAVY_SEED, days=args.days,
-                members=1)
+    try:  # a stack an earlier run filled (with --loaded)
+        await _heavy_token(target)
+        print("history: the member with 1,000 orders is there already", flush=True)
+    except RuntimeError:
+        print("history: the member with 1,000 orders", flush=True)
+        await _load(target, HEAVY_MEMBER_ORDERS, seed=HEAVY_SEED, days=args.days,
+                    members=1)
     cat = await pools.catalog(target.url("orders"))
-    records, loaded = [], 0
+    records, loaded = [], args.loaded
+    if steps[0] < loaded:
+        raise SystemExit(f"--steps start below --loaded ({loaded:,})")
     async with generator.session() as client:
         for n, orders in enumerate(steps):
             print(f"\n{orders:,} orders in history", flush=True)
-            load_s = await _load(target, orders - loaded, seed=HEAVY_SEED + 1 + n,
+            # Each step's orders have a seed of their own, also across runs into one stack.
+            load_s = await _load(target, orders - loaded, seed=HEAVY_SEED + orders,
                                  days=args.days)
             loaded = orders
             # Signed in afresh at each step: a step outlasts an access token.
-            token = await growth_probes.sign_in(target.url("membership"),
-                                                history_members.email(HEAVY_SEED, 0),
-                                                history_members.PASSWORD)
+            token = await _heavy_token(target)
             shoppers = await pools.sign_in(target.url("membership"), args.members,
                                            prefix="growth")
             send = runs.checkout_sender(client, target.url("orders"), shoppers, cat)

@@ -27,12 +27,17 @@ WINDOW_QUERIES = {
     "points": "SELECT DISTINCT member_id FROM membership.points_ledger WHERE created_at >= $1",
     "skus": "SELECT id FROM orders.skus WHERE updated_at >= $1",
 }
-# Both sides of order <-> payment, for the ids the window found on either side.
-_PAIRS = (
+# Both sides of order <-> payment, for the ids the window found on either side: each branch
+# through its side's primary key and the other's index (one FULL JOIN with these conditions
+# OR-ed read both tables whole: 40 s at 10 million orders).
+PAIRS = (
     "SELECT o.id AS order_id, o.member_id, p.id AS payment_id FROM orders.orders o "
-    "FULL JOIN payments.payments p ON p.order_id = o.id "
-    "WHERE o.id = ANY($1::uuid[]) OR p.id = ANY($2::uuid[]) OR p.order_id = ANY($1::uuid[])"
+    "LEFT JOIN payments.payments p ON p.order_id = o.id WHERE o.id = ANY($1::uuid[]) "
+    "UNION "
+    "SELECT o.id, o.member_id, p.id FROM payments.payments p "
+    "LEFT JOIN orders.orders o ON o.id = p.order_id WHERE p.id = ANY($2::uuid[])"
 )
+ENTRIES = "SELECT id FROM payments.journal_entries WHERE payment_id = ANY($1::uuid[])"
 Report = Callable[[str], None]
 
 
@@ -67,15 +72,13 @@ class Scope:
         payments |= {r["payment_id"] for r in found["journal"]}
         members = {r["member_id"] for r in found["orders"]}
         members |= {r["member_id"] for r in found["points"]}
-        for r in await conn.fetch(_PAIRS, list(orders), list(payments)):
+        for r in await conn.fetch(PAIRS, list(orders), list(payments)):
             if r["order_id"] is not None:
                 orders.add(r["order_id"])
                 members.add(r["member_id"])
             if r["payment_id"] is not None:
                 payments.add(r["payment_id"])
-        entries = await conn.fetch(
-            "SELECT id FROM payments.journal_entries WHERE payment_id = ANY($1::uuid[])",
-            list(payments))
+        entries = await conn.fetch(ENTRIES, list(payments))
         scope = cls(since=since, orders=sorted(orders), payments=sorted(payments),
                     entries=sorted(r["id"] for r in entries), members=sorted(members),
                     skus=sorted(r["id"] for r in found["skus"]), progress=progress)

@@ -196,6 +196,10 @@ def _statements() -> list[Statement]:
                   (minute - timedelta(hours=1), live.TOP)),
         *[Statement(f"audit --since: {name}", "orders", sql, (since,))
           for name, sql in audit_window.WINDOW_QUERIES.items()],
+        Statement("audit --since: orders and payments of the window", "orders",
+                  audit_window.PAIRS, ([order], [order])),
+        Statement("audit --since: journal entries of the window's payments", "orders",
+                  audit_window.ENTRIES, ([order],)),
     ]
 
 

@@ -160,7 +160,8 @@ class Consumer:
                         msgs = await sub.fetch(self.batch_size, timeout=1.0)
                     except (TimeoutError, nats.errors.TimeoutError):
                         continue
-                    await self.apply_on(conn, msgs)
+                    done = await self.apply_on(conn, msgs)
+                await self.settle(msgs, done)  # the connection back in the pool first
                 backoff = 0.2
                 if self.linger_s and len(msgs) < self.batch_size:
                     await asyncio.sleep(self.linger_s)
@@ -184,12 +185,15 @@ class Consumer:
                         extra={"error": str(exc)})
 
     async def apply(self, msgs: list[Msg]) -> None:
-        """`apply_on` a connection from the pool."""
+        """Apply one batch on a connection from the pool, then ack each message (nak the
+        retries)."""
         async with self.pool.acquire() as conn:
-            await self.apply_on(conn, msgs)
+            done = await self.apply_on(conn, msgs)
+        await self.settle(msgs, done)
 
-    async def apply_on(self, conn: asyncpg.Connection, msgs: list[Msg]) -> None:
-        """Apply one batch in one transaction, then ack each message (nak the retries)."""
+    async def apply_on(self, conn: asyncpg.Connection, msgs: list[Msg]) -> Applied:
+        """Apply one batch in one transaction (event by event if it fails); what to ack and
+        what to retry is the caller's, once the connection is back in the pool."""
         try:
             events = [to_event(m) for m in msgs]
             async with conn.transaction():
@@ -197,7 +201,7 @@ class Consumer:
         except Exception as exc:  # the transaction is rolled back: nothing of it stays
             self._fell_back(exc)
             done = await self.apply_each(conn, msgs)
-        await self.settle(msgs, done)
+        return done
 
     async def settle(self, msgs: list[Msg], done: Applied) -> None:
         """After the commit: ack each message (nak the retries) and count what was done."""

@@ -142,7 +142,7 @@ async def _write_chunk(conn: asyncpg.Connection, out: Chunk) -> int:
         (o, s, x.product_id, x.merchant_id, x.member_id, x.category, x.units, x.gmv, x.at)
         for (o, s), x in writes.lines.items()]
     writes.lines = {}
-    if out.copies > 1 and (writes.seconds or [t for t in out.rows if t.endswith(RETAINED)]):
+    if out.copies > 1 and (writes.seconds or any(t.endswith(RETAINED) for t in out.rows)):
         raise RuntimeError("the block to copy holds retained rows, whose bodies carry ids")
     async with conn.transaction():
         if out.copies > 1:

@@ -138,6 +138,7 @@ async def copy(conn: asyncpg.Connection, columns: dict[str, tuple[str, ...]], *,
         base = await entry_numbers(conn, entries * (copies - 1))  # every copy's, at once
     ranges = [(first, min(first + per_transaction, copies) - 1)
               for first in range(1, copies, per_transaction)]
+    statements = [statement(table, columns[table]) for table in _TABLES]
     rows = 0
 
     async def work() -> None:
@@ -147,8 +148,7 @@ async def copy(conn: asyncpg.Connection, columns: dict[str, tuple[str, ...]], *,
             while ranges:
                 first, last = ranges.pop(0)
                 async with own.transaction():
-                    for table in _TABLES:
-                        sql = statement(table, columns[table])
+                    for sql in statements:
                         numbered = ((base + (first - 1) * entries, entries) if "$3" in sql
                                     else ())
                         status = await own.execute(sql, first, last, *numbered)
